@@ -1,0 +1,44 @@
+"""Async Python SDK for the Inveterate Public API v2.0 credits endpoints.
+
+async with InveterateClient() as client:          # key from INVETERATE_API_KEY
+    async for credit in client.iter_credits("42"):
+        print(credit.created_at, credit.amount)
+"""
+
+from ._client import InveterateClient
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    InveterateError,
+    NotFoundError,
+    PaginationError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import Credit, CreditPage, CreditResult
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "Credit",
+    "CreditPage",
+    "CreditResult",
+    "InvalidResponseError",
+    "InveterateClient",
+    "InveterateError",
+    "NotFoundError",
+    "PaginationError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "__version__",
+]
