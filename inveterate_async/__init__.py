@@ -20,6 +20,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._fanout import CreditStream, MemberError, MemberFailure
 from ._models import Credit, CreditPage, CreditResult
 from ._version import __version__
 
@@ -32,9 +33,12 @@ __all__ = [
     "Credit",
     "CreditPage",
     "CreditResult",
+    "CreditStream",
     "InvalidResponseError",
     "InveterateClient",
     "InveterateError",
+    "MemberError",
+    "MemberFailure",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from decimal import Decimal
 from types import TracebackType
 
 import aiohttp
 
 from ._errors import PaginationError
+from ._fanout import CreditStream, CustomerId, OnError
 from ._models import Credit, CreditPage, CreditResult
 from ._redact import Redactor
 from ._request import (
@@ -27,8 +28,6 @@ from ._request import (
 from ._response import read_credit_result, read_credits_page
 from ._retry import RetryPolicy
 from ._transport import Sleep, Transport
-
-CustomerId = str | int
 
 
 class InveterateClient:
@@ -175,6 +174,46 @@ class InveterateClient:
         async for page in pages:
             for credit in page.credits:
                 yield credit
+
+    def iter_credits_many(
+        self,
+        customer_ids: Iterable[CustomerId] | AsyncIterable[CustomerId],
+        *,
+        concurrency: int = 8,
+        page_size: int | None = None,
+        on_error: OnError = "raise",
+    ) -> CreditStream:
+        """Stream ``(customer_id, credit)`` for many members, ``concurrency`` at a time.
+
+        ``customer_ids`` may be any iterable or async iterable; it is read lazily.
+        Each member's credits arrive in ledger order (members interleave). A slow
+        consumer pauses the fetching: memory stays at about ``2 * concurrency`` pages.
+
+        ``on_error="raise"`` (default): the first member that fails raises
+        :class:`MemberError` (its ``error`` is the typed cause) and the others are
+        cancelled. ``on_error="collect"``: failed members are recorded in the
+        stream's ``failures`` (with the cursor to resume from) and the rest go on.
+
+        Wrap the loop in ``async with`` so that leaving it early cancels every
+        in-flight request at once::
+
+            async with client.iter_credits_many(ids, on_error="collect") as stream:
+                async for customer_id, credit in stream:
+                    ...
+            for failure in stream.failures:
+                ...
+        """
+        check_positive_int("concurrency", concurrency)
+        if page_size is not None:
+            check_positive_int("page_size", page_size)
+        if on_error not in ("raise", "collect"):
+            raise ValueError(f'on_error must be "raise" or "collect", got {on_error!r}')
+        return CreditStream(
+            lambda customer_id: self.iter_credit_pages(customer_id, page_size=page_size),
+            customer_ids,
+            concurrency=concurrency,
+            on_error=on_error,
+        )
 
     async def create_credit(
         self,

@@ -164,7 +164,8 @@ class Sandbox:
         """Start serving; returns ``self``."""
         if self._runner is not None:
             raise RuntimeError("Sandbox is already started")
-        runner = web.ServerRunner(web.Server(self._handle, access_log=None))
+        # A short grace period: requests still waiting out `latency` are cancelled on close.
+        runner = web.ServerRunner(web.Server(self._handle, access_log=None), shutdown_timeout=0.1)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._host, self._requested_port)
