@@ -5,14 +5,13 @@ Pure functions with no I/O.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 
+from . import _json
 from ._converter import structure_credit
 from ._errors import (
     STATUS_ERRORS,
@@ -41,15 +40,6 @@ class Response:
     body: bytes
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_json(body: bytes) -> Any:
-    """Parse JSON with every non-integer number read exactly as Decimal."""
-    return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-
-
 def _excerpt(body: bytes) -> str:
     text = _SPACE.sub(" ", _TAG.sub(" ", body.decode("utf-8", "replace"))).strip()
     if len(text) > _EXCERPT_CHARS:
@@ -65,7 +55,7 @@ def status_error(
     message: str | None = None
     data: Any = None
     try:
-        parsed = parse_json(response.body)
+        parsed = _json.loads(response.body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
@@ -101,7 +91,7 @@ def _invalid(request: PreparedRequest, response: Response, what: str) -> Invalid
 
 def _json_object(request: PreparedRequest, response: Response) -> dict[str, Any]:
     try:
-        body = parse_json(response.body)
+        body = _json.loads(response.body)
     except ValueError:
         raise _invalid(
             request, response, f"response body is not JSON: {_excerpt(response.body)!r}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -24,10 +25,11 @@ class Transport:
 
     __slots__ = (
         "_closed",
-        "_get_headers",
+        "_get_options",
+        "_headers",
         "_owns_session",
         "_policy",
-        "_post_headers",
+        "_post_options",
         "_redactor",
         "_session",
         "_sleep",
@@ -44,11 +46,20 @@ class Transport:
         sleep: Sleep,
         redactor: Redactor,
     ) -> None:
-        self._get_headers = dict(headers)
-        self._post_headers = {**headers, "Content-Type": "application/json"}
+        self._headers = dict(headers)
         self._session = session
         self._owns_session = session is None
         self._timeout = timeout
+        # An owned session carries the headers and timeout itself, set once; a
+        # borrowed one gets them on every request and keeps its own defaults.
+        per_request: dict[str, Any] = (
+            {} if self._owns_session else {"headers": self._headers, "timeout": timeout}
+        )
+        self._get_options = per_request
+        self._post_options = {
+            **per_request,
+            "headers": {**per_request.get("headers", {}), "Content-Type": "application/json"},
+        }
         self._policy = policy
         self._sleep = sleep
         self._redactor = redactor
@@ -60,6 +71,7 @@ class Transport:
         if self._session is None:
             # Created lazily: a ClientSession must be made inside a running loop.
             self._session = aiohttp.ClientSession(
+                headers=self._headers,
                 timeout=self._timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -75,7 +87,7 @@ class Transport:
         """Send with retries; return the final response, or raise APIConnectionError."""
         session = self._session_for_request()
         method = request.method
-        headers = self._get_headers if request.body is None else self._post_headers
+        options = self._get_options if request.body is None else self._post_options
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -85,10 +97,9 @@ class Transport:
                 async with session.request(
                     method,
                     request.url,
-                    headers=headers,
                     data=request.body,
                     allow_redirects=False,
-                    timeout=self._timeout,
+                    **options,
                 ) as resp:
                     body = await resp.read()
                     response = Response(resp.status, resp.reason or "", resp.headers, body)

@@ -16,6 +16,7 @@ from inveterate_async import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    _json,
 )
 from inveterate_async._converter import converter, structure_datetime
 from inveterate_async._redact import Redactor
@@ -26,6 +27,16 @@ KEY = "sk_live_SECRET_123"
 GET = PreparedRequest("GET", URL("https://api.example.com/v2.0/admin/members/1/credits"))
 POST = PreparedRequest("POST", GET.url, b'{"amount":1}')
 REDACTOR = Redactor(KEY)
+
+
+@pytest.fixture(autouse=True, params=["stdlib", "fast"])
+def json_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs with the standard library parser and with msgspec."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(_json, "loads", _json.loads_stdlib)
+    else:
+        pytest.importorskip("msgspec")
+        monkeypatch.setattr(_json, "loads", _json.loads_fast)
 
 
 def ok(body: bytes, status: int = 200) -> Response:

@@ -18,6 +18,7 @@ from benchmarks._workloads import Workload
 CLIENTS = {
     "raw": "benchmarks.clients.raw",
     "sdk": "benchmarks.clients.sdk",
+    "sdk-stdlib": "benchmarks.clients.sdk_stdlib",
 }
 
 
