@@ -28,6 +28,7 @@ from inveterate_async import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    __version__,
 )
 from inveterate_async.testing import Sandbox
 
@@ -588,3 +589,19 @@ async def test_settings_from_the_environment(
 def test_bad_client_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         InveterateClient("k", **kwargs)
+
+
+@pytest.mark.parametrize("borrowed", [False, True])
+async def test_every_request_carries_the_api_headers(sandbox: Sandbox, borrowed: bool) -> None:
+    async with aiohttp.ClientSession(headers={"X-Team": "finance"}) as session:
+        async with api(sandbox, session=session if borrowed else None) as client:
+            await client.get_credits_page("1")
+            await client.create_credit("1", "2.00")
+        assert not session.closed
+    for request in sandbox.requests:
+        assert request.headers["X-Inveterate-Api-Key"] == API_KEY
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["User-Agent"] == f"inveterate-async/{__version__}"
+        assert ("X-Team" in request.headers) is borrowed
+    assert "Content-Type" not in sandbox.requests[0].headers
+    assert sandbox.requests[1].headers["Content-Type"] == "application/json"
