@@ -1,0 +1,93 @@
+"""Progress displays on stderr (rich), or nothing when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+class Tracker:
+    """Receives counts as work goes on; this base class shows nothing."""
+
+    def update(self, *, credits: int, pages: int = 0, members: int = 0) -> None:
+        """Record the running totals (not increments)."""
+
+
+class _RichTracker(Tracker):
+    def __init__(self, progress: Progress, task: TaskID, *, by_member: bool) -> None:
+        # A ledger is updated once a page: redraw at once, not at the next tick.
+        self._refresh = not by_member
+        self._progress = progress
+        self._task = task
+        self._by_member = by_member
+        self._started = time.monotonic()
+
+    def update(self, *, credits: int, pages: int = 0, members: int = 0) -> None:
+        elapsed = time.monotonic() - self._started
+        rate = f"{credits / elapsed:,.0f} credits/s" if elapsed > 0 else ""
+        self._progress.update(
+            self._task,
+            completed=members if self._by_member else credits,
+            credits=f"{credits:,}",
+            pages=f"{pages:,}",
+            rate=rate,
+            refresh=self._refresh,
+        )
+
+
+@contextmanager
+def ledger_progress(enabled: bool, *, redirect_stdout: bool) -> Iterator[Tracker]:
+    """A spinner with the credits and pages read so far (for ``credits list``).
+
+    ``redirect_stdout`` lets rows printed to the same terminal appear above it.
+    """
+    if not enabled:
+        yield Tracker()
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("reading ledger: {task.fields[credits]} credits, {task.fields[pages]} pages"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        redirect_stdout=redirect_stdout,
+        redirect_stderr=False,
+    )
+    with progress:
+        task = progress.add_task("ledger", total=None, credits="0", pages="0", rate="")
+        yield _RichTracker(progress, task, by_member=False)
+
+
+@contextmanager
+def export_progress(enabled: bool, *, total: int | None) -> Iterator[Tracker]:
+    """A bar of members done (out of ``total`` when known), credits and rate."""
+    if not enabled:
+        yield Tracker()
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("members"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[credits]} credits"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    with progress:
+        task = progress.add_task("export", total=total, credits="0", pages="0", rate="")
+        yield _RichTracker(progress, task, by_member=True)
