@@ -56,7 +56,8 @@ def request_headers(api_key: str) -> dict[str, str]:
     }
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine (localhost, 127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -78,7 +79,7 @@ def check_base_url(base_url: str) -> str:
         raise ValueError(f"base_url is not a valid URL: {base_url!r}") from exc
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"base_url must be an http(s) URL with a host: {base_url!r}")
-    if url.scheme == "http" and not _is_loopback(url.host):
+    if url.scheme == "http" and not is_loopback(url.host):
         raise ValueError(
             f"base_url must use https (plain http is allowed only for loopback hosts): {base_url!r}"
         )

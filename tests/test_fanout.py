@@ -234,3 +234,19 @@ def test_bad_arguments_are_refused_at_the_call(kwargs: dict[str, object], what: 
     client = InveterateClient(API_KEY, base_url="http://127.0.0.1:9/v2.0")
     with pytest.raises(ValueError, match=what):
         client.iter_credits_many(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_plain_break_stops_the_workers_when_the_stream_is_dropped() -> None:
+    async with Sandbox(api_key=API_KEY, latency=0.3) as sandbox:
+        seed(sandbox, 1, 1)
+        connector = aiohttp.TCPConnector(limit=10)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = InveterateClient(API_KEY, base_url=sandbox.base_url, session=session)
+            ids = ["1"] + [str(n) for n in range(100, 200)]
+            async for _ in client.iter_credits_many(ids, concurrency=5):
+                break
+            # No `async with`: asyncio closes the dropped generator, which cancels the workers.
+            await wait_for(lambda: len(connector._acquired) == 0, "connections released")
+            sent = len(sandbox.requests)
+            await wait_for(lambda: sandbox.in_flight == 0, "server done")
+            assert len(sandbox.requests) == sent < 101

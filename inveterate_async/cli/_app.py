@@ -9,7 +9,6 @@ Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 130 inter
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import shlex
 import signal
 import sys
@@ -22,7 +21,7 @@ import click
 
 from .._errors import APIConnectionError, BadRequestError, InveterateError, ServerError
 from .._fanout import MemberFailure
-from .._request import amount_json
+from .._request import amount_json, is_loopback
 from .._version import __version__
 from ..testing import Sandbox
 from ._core import (
@@ -468,15 +467,6 @@ def _confirmation(member_id: str, amount: str) -> str:
     return f"Add {digits} credit to member {member_id}?"
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 async def serve_sandbox(
     *,
     stop: asyncio.Event,
@@ -550,7 +540,7 @@ def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str)
 
     For trying the API by hand or from any language; stop it with Ctrl-C.
     """
-    if not _is_loopback(host):
+    if not is_loopback(host):
         click.secho(
             f"Warning: {host} is not a loopback address: other machines may reach this "
             "sandbox (test data only, and its key is printed below)",
