@@ -48,7 +48,7 @@ class InveterateClient:
     :param sleep: the coroutine used to wait between retries (``asyncio.sleep``).
     """
 
-    __slots__ = ("_base_url", "_max_retries", "_redactor", "_transport")
+    __slots__ = ("_base_url", "_redactor", "_transport")
 
     def __init__(
         self,
@@ -71,7 +71,6 @@ class InveterateClient:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(backoff_base, (int, float)) or not backoff_base >= 0:
             raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
-        self._max_retries = max_retries
         self._redactor = Redactor(key)
         self._transport = Transport(
             headers=request_headers(key),
