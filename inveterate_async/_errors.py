@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
+UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
 
 
 class InveterateError(Exception):
@@ -28,7 +28,7 @@ class APIConnectionError(InveterateError):
         self.outcome_unknown = outcome_unknown
         text = f"{method} {url}: {message}"
         if outcome_unknown:
-            text += f" ({_UNKNOWN_OUTCOME_HINT})"
+            text += f" ({UNKNOWN_OUTCOME_HINT})"
         super().__init__(text)
 
     def __repr__(self) -> str:
@@ -139,7 +139,7 @@ class ServerError(APIStatusError):
     def _describe(self) -> str:
         text = super()._describe()
         if self.outcome_unknown:
-            text += f" ({_UNKNOWN_OUTCOME_HINT})"
+            text += f" ({UNKNOWN_OUTCOME_HINT})"
         return text
 
 

@@ -19,8 +19,14 @@ from typing import IO, Any, TextIO, TypeVar
 
 import click
 
-from .._errors import APIConnectionError, BadRequestError, InveterateError, ServerError
-from .._fanout import MemberFailure
+from .. import MemberFailure
+from .._errors import (
+    UNKNOWN_OUTCOME_HINT,
+    APIConnectionError,
+    BadRequestError,
+    InveterateError,
+    ServerError,
+)
 from .._request import amount_json, is_loopback
 from .._version import __version__
 from ..testing import Sandbox
@@ -48,7 +54,7 @@ EXIT_USAGE = 2
 EXIT_OUTCOME_UNKNOWN = 3
 EXIT_INTERRUPTED = 130
 
-UNKNOWN_OUTCOME_WARNING = "the credit may have been applied: check the ledger before retrying"
+UNKNOWN_OUTCOME_WARNING = UNKNOWN_OUTCOME_HINT
 
 
 class CliError(click.ClickException):

@@ -14,8 +14,8 @@ from typing import TextIO
 
 import attrs
 
+from .. import MemberFailure
 from .._client import InveterateClient
-from .._fanout import MemberFailure
 from ..testing import Sandbox
 from ._output import RowWriter, credit_row
 from ._progress import Tracker
