@@ -30,7 +30,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from inveterate_async import InveterateClient
-from inveterate_async.cli import _app, _output, serve_sandbox
+from inveterate_async.cli import _credits, _output, _serve, _terminal, serve_sandbox
 from inveterate_async.cli import app as cli_app
 from inveterate_async.testing import Sandbox
 
@@ -182,7 +182,8 @@ def test_list_csv_cells_are_exact(server: ThreadedSandbox) -> None:
 
 
 def test_list_table_on_a_terminal(server: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_app, "_stdout_is_terminal", lambda: True)
+    # The lambda reads sys.stdout when called: the stream CliRunner puts in place.
+    monkeypatch.setattr(_credits, "is_terminal", lambda stream: stream is sys.stdout)
     server.call(server.sandbox.add_credits, "42", ["10.10", "-2.50", "0.1"])
 
     result = api(server, "credits", "list", "42", "--page-size", "2")
@@ -198,7 +199,7 @@ def test_list_table_on_a_terminal(server: ThreadedSandbox, monkeypatch: pytest.M
 def test_list_progress_on_a_terminal_stderr(
     server: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_app, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_credits, "is_terminal", lambda stream: stream is sys.stderr)
     server.call(server.sandbox.add_credits, "42", ["1.00"] * 5)
 
     result = api(server, "credits", "list", "42", "--page-size", "2", "--format", "jsonl")
@@ -343,7 +344,7 @@ def test_export_failure_mid_ledger_prints_a_resume_command(
 def test_export_from_ids_file_with_progress(
     server: ThreadedSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_app, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_credits, "is_terminal", lambda stream: stream is sys.stderr)
     server.call(server.sandbox.seed_members, 30)
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(f"{n}\n" if n % 3 else f"  {n}  \n\n" for n in range(1, 31)))
@@ -470,7 +471,7 @@ def test_add_asks_on_a_terminal(
     prompt: str,
     exit_code: int,
 ) -> None:
-    monkeypatch.setattr(_app, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(_credits, "is_terminal", lambda stream: stream is sys.stdin)
 
     result = invoke(
         ["--api-key", API_KEY, "--base-url", server.base_url, "credits", "add", "42", amount],
@@ -719,7 +720,7 @@ def test_sandbox_command_banner_and_public_host_warning(
         served.append(kwargs)
         kwargs["ready"](Started())
 
-    monkeypatch.setattr(_app, "serve_sandbox", fake_serve)
+    monkeypatch.setattr(_serve, "serve_sandbox", fake_serve)
 
     result = invoke(["sandbox", "--host", host, "--members", "7", "--seed", "3"])
 
@@ -791,8 +792,8 @@ def test_a_closed_stream_is_not_a_terminal() -> None:
     stream = io.StringIO()
     stream.close()
 
-    assert _app._is_terminal(stream) is False
-    assert _app._is_terminal(object()) is False
+    assert _terminal.is_terminal(stream) is False
+    assert _terminal.is_terminal(object()) is False
 
 
 # --- more add outcomes ----------------------------------------------------------------

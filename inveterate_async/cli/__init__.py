@@ -4,6 +4,7 @@ Needs click and rich: ``pip install "inveterate-async[cli]"``. The core package 
 imports this module, so the SDK itself works without them.
 """
 
-from ._app import app, main, serve_sandbox
+from ._app import app, main
+from ._serve import serve_sandbox
 
 __all__ = ["app", "main", "serve_sandbox"]

@@ -14,8 +14,7 @@ from typing import TextIO
 
 import attrs
 
-from .. import MemberFailure
-from .._client import InveterateClient
+from .. import InveterateClient, MemberFailure
 from ..testing import Sandbox
 from ._output import RowWriter, credit_row
 from ._progress import Tracker

@@ -8,12 +8,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.markup import escape
 
-from .._client import InveterateClient
-from .._errors import ServerError
-from .._models import Credit
+from .. import Credit, InveterateClient, ServerError
+from .._errors import UNKNOWN_OUTCOME_HINT
 from ._core import (
     SANDBOX_API_KEY,
     ExportResult,
@@ -23,17 +23,14 @@ from ._core import (
     start_sandbox,
     write_ledger,
 )
+from ._exits import run
 from ._output import CREDIT_COLUMNS, EXPORT_COLUMNS, CsvWriter, TableWriter
 from ._progress import export_progress, ledger_progress
+from ._terminal import is_terminal
 
 DEMO_MEMBERS = 200
 DEMO_CONCURRENCY = 8
 DEMO_LATENCY = 0.01  # seconds per request during the export, like a real network
-
-
-def _terminal(stream: object) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
 
 
 async def _last_credit(client: InveterateClient, member_id: str) -> Credit:
@@ -46,9 +43,12 @@ async def _last_credit(client: InveterateClient, member_id: str) -> Credit:
 
 
 async def run_demo(console: Console | None = None) -> None:
-    """Run the four sections; everything is printed to ``console`` (stdout by default)."""
+    """Run the four sections against an embedded sandbox, stopped at the end.
+
+    :param console: where everything is printed; None prints to stdout.
+    """
     out = console or Console(highlight=False)
-    progress = _terminal(sys.stderr)
+    progress = is_terminal(sys.stderr)
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -70,7 +70,7 @@ async def run_demo(console: Console | None = None) -> None:
             out.rule("[bold]1. List one member's ledger")
             out.print("$ inveterate --sandbox credits list 1 --page-size 5 --format table\n")
             state = LedgerState()
-            with ledger_progress(progress, redirect_stdout=_terminal(sys.stdout)) as tracker:
+            with ledger_progress(progress, redirect_stdout=is_terminal(sys.stdout)) as tracker:
                 await write_ledger(
                     client,
                     "1",
@@ -159,8 +159,7 @@ async def run_demo(console: Console | None = None) -> None:
                 out.print(f"  {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
                 out.print(f"  outcome_unknown={exc.outcome_unknown}")
                 out.print(
-                    "  [yellow]Warning: the credit may have been applied: check the ledger "
-                    "before retrying[/]; the CLI exits with 3"
+                    f"  [yellow]Warning: {escape(UNKNOWN_OUTCOME_HINT)}[/]; the CLI exits with 3"
                 )
             check = await _last_credit(client, "1")
             applied = check.raw.get("id") != after.raw.get("id")
@@ -178,3 +177,9 @@ async def run_demo(console: Console | None = None) -> None:
         f"Finished in {loop.time() - started:.1f} s. Next: `inveterate --sandbox credits list 1`, "
         "`inveterate sandbox` (a server for any language), or `inveterate --help`."
     )
+
+
+@click.command("demo")
+def demo_command() -> None:
+    """A guided tour on an embedded sandbox (no key, a few seconds)."""
+    run(run_demo())

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from .._models import Credit
+from .. import Credit
 
 CREDIT_COLUMNS = ("created_at", "amount", "new_balance", "reason", "note", "id")
 EXPORT_COLUMNS = ("member_id", *CREDIT_COLUMNS)

@@ -1,0 +1,132 @@
+"""``inveterate sandbox``: serve a seeded sandbox API in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+
+import click
+
+from .._request import is_loopback
+from ..testing import Sandbox
+from ._core import SANDBOX_API_KEY, start_sandbox
+from ._exits import CliError
+
+
+async def serve_sandbox(
+    *,
+    stop: asyncio.Event,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    members: int = 100,
+    seed: int = 0,
+    api_key: str = SANDBOX_API_KEY,
+    ready: Callable[[Sandbox], object] | None = None,
+) -> None:
+    """Serve a seeded sandbox until ``stop`` is set.
+
+    :param stop: set it to stop the sandbox and return.
+    :param host: the interface to bind.
+    :param port: the TCP port (0: any free port).
+    :param members: how many members (ids ``"1"`` to ``str(members)``) to seed.
+    :param seed: the seed of the generated ledgers.
+    :param api_key: the key the sandbox accepts.
+    :param ready: called once with the sandbox when it is up (e.g. to print its address).
+    :raises OSError: if the address cannot be bound.
+    """
+    sandbox = await start_sandbox(members=members, seed=seed, api_key=api_key, host=host, port=port)
+    try:
+        if ready is not None:
+            ready(sandbox)
+        await stop.wait()
+    finally:
+        await sandbox.close()
+
+
+def _announce(sandbox: Sandbox, members: int) -> None:
+    url = sandbox.base_url
+    key = sandbox.api_key
+    curl = (
+        f"curl -s -H {shlex.quote('X-Inveterate-Api-Key: ' + key)} "
+        f"{shlex.quote(url + '/admin/members/1/credits?limit=3')}"
+    )
+    click.echo(f"Inveterate sandbox: {members} members (ids 1..{members}); Ctrl-C to stop")
+    click.echo(f"  base URL: {url}")
+    click.echo(f"  API key:  {key}")
+    click.echo(f"  try:      {curl}")
+    click.echo(
+        f"  or:       INVETERATE_BASE_URL={shlex.quote(url)} "
+        f"INVETERATE_API_KEY={shlex.quote(key)} inveterate credits list 1"
+    )
+    sys.stdout.flush()
+
+
+@click.command("sandbox")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, metavar="HOST", help="Interface to bind."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    metavar="PORT",
+    help="TCP port (0: any free port).",
+)
+@click.option(
+    "--members",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Members to seed.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, metavar="S", help="Seed of the ledgers."
+)
+@click.option(
+    "--api-key",
+    default=SANDBOX_API_KEY,
+    show_default=True,
+    metavar="K",
+    help="The key the sandbox accepts.",
+)
+def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str) -> None:
+    """Serve a seeded sandbox API in the foreground.
+
+    For trying the API by hand or from any language; stop it with Ctrl-C.
+    """
+    if not is_loopback(host):
+        click.secho(
+            f"Warning: {host} is not a loopback address: other machines may reach this "
+            "sandbox (test data only, and its key is printed below)",
+            err=True,
+            fg="yellow",
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve_sandbox(
+            stop=stop,
+            host=host,
+            port=port,
+            members=members,
+            seed=seed,
+            api_key=api_key,
+            ready=lambda sandbox: _announce(sandbox, members),
+        )
+
+    # Not the shared runner: Ctrl-C is how a sandbox stops, a success rather than exit 130.
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    except OSError as exc:
+        raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo("sandbox stopped", err=True)
