@@ -14,14 +14,15 @@ from ._errors import (
     BadRequestError,
     InvalidResponseError,
     InveterateError,
+    MemberError,
     NotFoundError,
     PaginationError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
 )
-from ._fanout import CreditStream, MemberError, MemberFailure
 from ._models import Credit, CreditPage, CreditResult
+from ._pagination import CreditStream, MemberFailure
 from ._version import __version__
 
 __all__ = [

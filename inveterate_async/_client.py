@@ -1,18 +1,23 @@
-"""The async client for the credits endpoints."""
+"""The async client for the credits endpoints: a facade over the protocol and transport."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import sys
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from decimal import Decimal
+from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 import aiohttp
 
-from ._errors import PaginationError
-from ._fanout import CreditStream, CustomerId, OnError
+from ._errors import InveterateError, add_request_context
+from ._http import PreparedRequest, Response
 from ._models import Credit, CreditPage, CreditResult
+from ._pagination import CreditStream, CustomerId, OnError, iter_pages
 from ._redact import Redactor
 from ._request import (
     DEFAULT_BASE_URL,
@@ -27,28 +32,52 @@ from ._request import (
 )
 from ._response import read_credit_result, read_credits_page
 from ._retry import RetryPolicy
-from ._transport import Sleep, Transport
+from ._sending import Sleep, send_with_retries
+from ._transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+T = TypeVar("T")
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+UNSET = _Unset.UNSET
 
 
 class InveterateClient:
     """Async client for the Inveterate Public API v2.0 credits endpoints.
 
-    Use it as ``async with InveterateClient(...) as client:``, or call
-    :meth:`aclose` when done. A ``session`` you pass in is borrowed: the client
-    uses it and never closes it.
+    Use it as ``async with InveterateClient(...) as client:``, or call :meth:`aclose`
+    when done. One client belongs to one event loop. A ``session`` you pass in is
+    borrowed: the client uses it (its connector, proxies and tracing) and never closes
+    it, and none of its defaults can change what the client does.
 
     :param api_key: the private API key; defaults to ``$INVETERATE_API_KEY``.
     :param base_url: the API root; defaults to ``$INVETERATE_BASE_URL``, else the
         production API. Must be https, except for loopback hosts.
-    :param timeout: seconds for a whole attempt, or an ``aiohttp.ClientTimeout``.
+    :param session: an ``aiohttp.ClientSession`` to borrow instead of owning one.
+    :param timeout: seconds for one attempt, or an ``aiohttp.ClientTimeout``.
+    :param deadline: seconds for a whole call, retries and waits included (None: no
+        limit); each call can override it.
     :param max_retries: extra attempts for reads on network errors, timeouts, 429
         and 500/502/503/504; writes are retried only when they cannot have been applied.
     :param backoff_base: the first retry waits up to this many seconds (doubling,
         capped at 8 s, with full jitter); a Retry-After header takes precedence.
+    :param max_connections: the own session's connection pool size (raised to a
+        fan-out's ``concurrency`` when that is larger and no request was made yet).
+    :param max_response_bytes: the most of a response body the client reads; a
+        larger body is an error, never an out-of-memory.
     :param sleep: the coroutine used to wait between retries (``asyncio.sleep``).
+    :raises ValueError: for a missing key or any invalid setting.
     """
 
-    __slots__ = ("_base_url", "_redactor", "_transport")
+    __slots__ = ("_base_url", "_deadline", "_policy", "_redactor", "_sleep", "_transport")
 
     def __init__(
         self,
@@ -57,28 +86,35 @@ class InveterateClient:
         base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float | aiohttp.ClientTimeout = 30.0,
+        deadline: float | None = None,
         max_retries: int = 2,
         backoff_base: float = 0.5,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         key = check_api_key(
             api_key if api_key is not None else os.environ.get("INVETERATE_API_KEY")
         )
-        self._base_url = check_base_url(
-            base_url or os.environ.get("INVETERATE_BASE_URL") or DEFAULT_BASE_URL
-        )
+        if base_url is None:
+            base_url = os.environ.get("INVETERATE_BASE_URL") or DEFAULT_BASE_URL
+        self._base_url = check_base_url(base_url)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(backoff_base, (int, float)) or not backoff_base >= 0:
+        if not _is_number(backoff_base) or not backoff_base >= 0:
             raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
+        check_positive_int("max_connections", max_connections)
+        check_positive_int("max_response_bytes", max_response_bytes)
+        self._deadline = _check_deadline(deadline)
         self._redactor = Redactor(key)
-        self._transport = Transport(
+        self._policy = RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base))
+        self._sleep = sleep
+        self._transport = AiohttpTransport(
             headers=request_headers(key),
             session=session,
             timeout=_client_timeout(timeout),
-            policy=RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base)),
-            sleep=sleep,
-            redactor=self._redactor,
+            max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
         )
 
     def __repr__(self) -> str:
@@ -89,7 +125,7 @@ class InveterateClient:
         """The API root every request goes to."""
         return self._base_url
 
-    async def __aenter__(self) -> InveterateClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -101,20 +137,55 @@ class InveterateClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own session (a borrowed one stays open). Idempotent."""
+        """Close the client's own session (a borrowed one stays open). Idempotent.
+
+        A request still in flight ends with :class:`APIConnectionError`; it is not retried.
+        """
         await self._transport.aclose()
 
+    async def _call(
+        self,
+        request: PreparedRequest,
+        read: Callable[[Response], T],
+        deadline: float | _Unset | None,
+    ) -> T:
+        """Send, read, and pass any error through the one choke point."""
+        response = None
+        try:
+            response = await send_with_retries(
+                self._transport,
+                request,
+                policy=self._policy,
+                sleep=self._sleep,
+                deadline=self._deadline if deadline is UNSET else _check_deadline(deadline),
+                redactor=self._redactor,
+            )
+            return read(response)
+        except InveterateError as error:
+            add_request_context(error, request, response, self._redactor)
+            raise
+
+    def _scrub(self, error: InveterateError) -> None:
+        add_request_context(error, None, None, self._redactor)
+
     async def get_credits_page(
-        self, customer_id: CustomerId, *, limit: int | None = None, cursor: str | None = None
+        self,
+        customer_id: CustomerId,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        deadline: float | _Unset | None = UNSET,
     ) -> CreditPage:
         """Fetch one page of a member's credit ledger.
 
-        ``cursor`` is a previous page's ``next_cursor``; it is URL-encoded for you.
-        Retried on transient failures (a read cannot change anything).
+        :param customer_id: the member's id (any text; it is encoded as one path segment).
+        :param limit: credits per page (the API's default if None).
+        :param cursor: a previous page's ``next_cursor``; URL-encoded for you.
+        :param deadline: seconds for this call, overriding the client's.
+        :raises InveterateError: a typed error; reads are retried on transient failures.
         """
         request = list_credits_request(self._base_url, customer_id, limit=limit, cursor=cursor)
-        response = await self._transport.send(request)
-        return read_credits_page(request, response, self._redactor)
+        return await self._call(request, read_credits_page, deadline)
 
     def iter_credit_pages(
         self,
@@ -122,35 +193,25 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
-    ) -> AsyncIterator[CreditPage]:
+    ) -> AsyncGenerator[CreditPage, None]:
         """Yield a member's ledger page by page, following cursors to the end.
 
         Arguments are checked at the call. Each page is read completely and its
         connection released before it is yielded, so stopping early never holds a
-        connection. A cursor seen twice raises :class:`PaginationError` instead of
-        looping forever.
+        connection. A cursor seen again raises :class:`PaginationError` instead of
+        looping forever (memory stays constant however long the ledger).
         """
         encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
-        return self._pages(customer_id, page_size, cursor_text(cursor))
+        fetch = partial(self._fetch_page, customer_id, page_size)
+        return iter_pages(fetch, customer_id, cursor_text(cursor), self._scrub)
 
-    async def _pages(
+    async def _fetch_page(
         self, customer_id: CustomerId, page_size: int | None, cursor: str | None
-    ) -> AsyncIterator[CreditPage]:
-        seen = {cursor} if cursor is not None else set()
-        while True:
-            page = await self.get_credits_page(customer_id, limit=page_size, cursor=cursor)
-            yield page
-            cursor = page.next_cursor
-            if cursor is None:
-                return
-            if cursor in seen:
-                raise PaginationError(
-                    f"the API returned cursor {cursor!r} twice for member "
-                    f"{customer_id!r}; stopping instead of looping"
-                )
-            seen.add(cursor)
+    ) -> CreditPage:
+        request = list_credits_request(self._base_url, customer_id, limit=page_size, cursor=cursor)
+        return await self._call(request, read_credits_page, UNSET)
 
     def iter_credits(
         self,
@@ -158,21 +219,13 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
-    ) -> AsyncIterator[Credit]:
+    ) -> AsyncGenerator[Credit, None]:
         """Yield every credit of a member's ledger, fetching pages as needed.
 
         Memory stays at one page. To resume after an interruption, keep the
         ``next_cursor`` of the last page you finished (see :meth:`iter_credit_pages`).
         """
-        return self._credits(
-            self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor)
-        )
-
-    @staticmethod
-    async def _credits(pages: AsyncIterator[CreditPage]) -> AsyncIterator[Credit]:
-        async for page in pages:
-            for credit in page.credits:
-                yield credit
+        return _credits(self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor))
 
     def iter_credits_many(
         self,
@@ -201,12 +254,16 @@ class InveterateClient:
                     ...
             for failure in stream.failures:
                 ...
+
+        :raises ValueError: for a bad argument, or a ``concurrency`` above the
+            ``max_connections`` of a client that has already made requests.
         """
         check_positive_int("concurrency", concurrency)
         if page_size is not None:
             check_positive_int("page_size", page_size)
         if on_error not in ("raise", "collect"):
             raise ValueError(f'on_error must be "raise" or "collect", got {on_error!r}')
+        self._transport.reserve_connections(concurrency)
         return CreditStream(
             lambda customer_id: self.iter_credit_pages(customer_id, page_size=page_size),
             customer_ids,
@@ -217,25 +274,50 @@ class InveterateClient:
     async def create_credit(
         self,
         customer_id: CustomerId,
-        amount: int | Decimal | str | float,
+        amount: int | Decimal | str,
         *,
         note: str | None = None,
         force: bool | None = None,
+        deadline: float | _Unset | None = UNSET,
     ) -> CreditResult:
         """Add (positive ``amount``) or remove (negative) store credit for a member.
 
-        ``amount`` is sent with its exact digits. Never retried once it may have
-        reached the server: on :class:`ServerError` or :class:`APIConnectionError`
-        with ``outcome_unknown`` set, check the ledger before trying again.
+        :param amount: a ``Decimal``, a decimal ``str`` or an ``int``, sent with its
+            exact digits; a ``float`` is refused (``0.1 + 0.2`` is not 0.3).
+        :param note: a note stored with the credit.
+        :param force: with a negative amount, disable active credit redemption codes.
+        :param deadline: seconds for this call, overriding the client's.
+        :raises InveterateError: never retried once it may have reached the server: when
+            ``outcome_unknown`` is set, check the ledger before trying again.
         """
         request = create_credit_request(self._base_url, customer_id, amount, note=note, force=force)
-        response = await self._transport.send(request)
-        return read_credit_result(request, response, self._redactor)
+        return await self._call(request, read_credit_result, deadline)
+
+
+async def _credits(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Credit, None]:
+    try:
+        async for page in pages:
+            for credit in page.credits:
+                yield credit
+    finally:
+        await pages.aclose()
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _check_deadline(deadline: object) -> float | None:
+    if deadline is None:
+        return None
+    if not _is_number(deadline) or not deadline > 0:  # type: ignore[operator]
+        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+    return float(deadline)  # type: ignore[arg-type]
 
 
 def _client_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
     if isinstance(timeout, aiohttp.ClientTimeout):
         return timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+    if not _is_number(timeout) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return aiohttp.ClientTimeout(total=float(timeout))

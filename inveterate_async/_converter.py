@@ -129,3 +129,11 @@ converter.register_structure_hook(datetime, structure_datetime)
 # Hand-written because `raw` keeps the whole entry and the hot path of a
 # million-entry ledger should not pay for generic dispatch.
 converter.register_structure_hook(Credit, structure_credit)
+
+_credit_hook = converter.get_structure_hook(Credit)
+
+
+def structure_credits(entries: list[Any]) -> tuple[Credit, ...]:
+    """The credits of one page, all or nothing, through the converter's ``Credit`` hook."""
+    hook = _credit_hook
+    return tuple([hook(entry, Credit) for entry in entries])

@@ -1,86 +1,178 @@
-"""The exceptions the SDK raises; all subclass :class:`InveterateError`."""
+"""Every exception the SDK raises, and the one place errors get their context.
+
+::
+
+    InveterateError
+    ├── APIConnectionError      no HTTP answer (network failure, client closed)
+    │   └── APITimeoutError     an attempt's timeout or the call's deadline ran out
+    ├── APIStatusError          a non-2xx answer: status, message, data, headers, body
+    │   ├── BadRequestError     400: nothing was applied (also a wrong key, per the API)
+    │   ├── AuthenticationError 401
+    │   ├── PermissionDeniedError 403
+    │   ├── NotFoundError       404
+    │   ├── RateLimitError      429, with ``retry_after``
+    │   └── ServerError         5xx
+    ├── InvalidResponseError    a 2xx answer whose body cannot be read
+    │   └── PaginationError     the API sent a cursor it had sent before (a loop)
+    └── MemberError             one member of ``iter_credits_many`` failed
+
+``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
+``outcome_unknown``: True for a write that may have been applied.
+
+Errors raised by a request pass through :func:`add_request_context`, which fills in
+the request and response they belong to and scrubs the API key out of all of them.
+Every error is one line in ``str()``, and pickles to an equal error.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from multidict import CIMultiDict
+
+from ._http import Headers, PreparedRequest, Response, as_headers, request_id
+
+if TYPE_CHECKING:
+    from ._redact import Redactor
 
 UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
 
+# Control characters (and Unicode line breaks) shown escaped, so str() is one line.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+_ESCAPES.update(
+    {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x85: "\\x85"},
+)
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped."""
+    return text.translate(_ESCAPES)
+
 
 class InveterateError(Exception):
-    """Base class of every error raised by inveterate_async."""
+    """Base class of every error raised by inveterate_async.
+
+    :param message: what went wrong (exact, possibly several lines; ``str()`` is one line).
+    :param method: the HTTP method of the request it belongs to, if any.
+    :param url: the URL of that request (without the key).
+    """
+
+    _repr_fields: tuple[str, ...] = ("message",)
+
+    def __init__(self, message: str = "", *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+
+    def _describe(self) -> str:
+        where = f"{self.method} {self.url}: " if self.method else ""
+        return where + self.message
+
+    def __str__(self) -> str:
+        return one_line(self._describe())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = dict(vars(self))
+        if "headers" in state:
+            state["headers"] = CIMultiDict(state["headers"])
+        return (_restore, (type(self), state))
+
+    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        if not self.method:
+            self.method = request.method
+            self.url = request.display_url
+
+    def _redact(self, redactor: Redactor) -> None:
+        for name, value in vars(self).items():
+            setattr(self, name, redactor.any(value))
+        self.args = (self.message,)
+
+
+def _restore(cls: type[InveterateError], state: dict[str, Any]) -> InveterateError:
+    error = cls.__new__(cls)
+    if "headers" in state:
+        state["headers"] = as_headers(state["headers"])
+    vars(error).update(state)
+    error.args = (error.message,)
+    if isinstance(error, MemberError):
+        error.__cause__ = error.error
+    return error
+
+
+def _with_hint(text: str, outcome_unknown: bool) -> str:
+    return f"{text} ({UNKNOWN_OUTCOME_HINT})" if outcome_unknown else text
 
 
 class APIConnectionError(InveterateError):
     """The request failed on the network: no HTTP response was received.
 
-    ``outcome_unknown`` is True when a write (POST) may have reached the server
-    before the failure, so the credit may have been applied.
+    ``outcome_unknown`` is True when a write may have reached the server before the
+    failure, so the credit may have been applied.
     """
 
-    def __init__(
-        self, message: str, *, method: str, url: str, outcome_unknown: bool = False
-    ) -> None:
-        self.message = message
-        self.method = method
-        self.url = url
-        self.outcome_unknown = outcome_unknown
-        text = f"{method} {url}: {message}"
-        if outcome_unknown:
-            text += f" ({UNKNOWN_OUTCOME_HINT})"
-        super().__init__(text)
+    _repr_fields: tuple[str, ...] = ("method", "url", "message", "outcome_unknown")
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(method={self.method!r}, url={self.url!r}, "
-            f"message={self.message!r}, outcome_unknown={self.outcome_unknown!r})"
-        )
+    def __init__(
+        self, message: str, *, method: str = "", url: str = "", outcome_unknown: bool = False
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.outcome_unknown = outcome_unknown
+
+    def _describe(self) -> str:
+        return _with_hint(super()._describe(), self.outcome_unknown)
 
 
 class APITimeoutError(APIConnectionError):
-    """The request timed out (connecting, sending, or waiting for the response)."""
+    """The request timed out: an attempt's ``timeout`` or the call's ``deadline`` ran out."""
 
 
 class APIStatusError(InveterateError):
     """The API answered with a non-2xx status.
 
-    ``message`` and ``data`` come from the API's ``{message, data}`` body; ``body``
-    holds the raw bytes. A 3xx is raised as this base class: redirects are never
+    ``message`` and ``data`` come from the API's ``{message, data}`` body (or the visible
+    text of an HTML error page); ``body`` holds the raw bytes and ``headers`` the response
+    headers (a case-insensitive multi-dict). ``request_id`` is the server's or CDN's id of
+    the request, if it sent one. A 3xx is raised as this base class: redirects are never
     followed, because they would carry the API key elsewhere.
     """
+
+    _repr_fields: tuple[str, ...] = ("status", "message", "method", "url", "request_id")
 
     def __init__(
         self,
         status: int,
         message: str,
-        data: Any,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
+        data: Any = None,
+        method: str = "",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> None:
+        super().__init__(message, method=method, url=url)
         self.status = status
-        self.message = message
         self.data = data
-        self.method = method
-        self.url = url
-        self.headers = headers
+        self.headers: Headers = as_headers(headers)
         self.body = body
-        super().__init__(self._describe())
+
+    @property
+    def request_id(self) -> str | None:
+        """``x-request-id``, ``x-amzn-requestid`` or ``cf-ray`` of the response, or None."""
+        return request_id(self.headers)
 
     def _describe(self) -> str:
-        return f"HTTP {self.status} from {self.method} {self.url}: {self.message}"
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(status={self.status!r}, message={self.message!r}, "
-            f"method={self.method!r}, url={self.url!r})"
-        )
+        where = f" from {self.method} {self.url}" if self.method else ""
+        return f"HTTP {self.status}{where}: {self.message}"
 
 
 class BadRequestError(APIStatusError):
-    """400: the request was malformed (bad key, id or body). Nothing was applied."""
+    """400: the request was refused (bad key, id or body). Nothing was applied."""
 
 
 class AuthenticationError(APIStatusError):
@@ -102,63 +194,111 @@ class RateLimitError(APIStatusError):
         self,
         status: int,
         message: str,
-        data: Any,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
+        data: Any = None,
+        method: str = "",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
         *,
         retry_after: float | None = None,
     ) -> None:
-        self.retry_after = retry_after
         super().__init__(status, message, data, method, url, headers, body)
+        self.retry_after = retry_after
 
 
 class ServerError(APIStatusError):
     """5xx: the server failed.
 
-    ``outcome_unknown`` is True for a write: the API documents that a 500 may come
-    after part of the change was applied.
+    ``outcome_unknown`` is True for a write: the API documents that a 500 may come after
+    part of the change was applied.
     """
+
+    _repr_fields: tuple[str, ...] = (*APIStatusError._repr_fields, "outcome_unknown")
 
     def __init__(
         self,
         status: int,
         message: str,
-        data: Any,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
+        data: Any = None,
+        method: str = "",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
         *,
         outcome_unknown: bool = False,
     ) -> None:
-        self.outcome_unknown = outcome_unknown
         super().__init__(status, message, data, method, url, headers, body)
+        self.outcome_unknown = outcome_unknown
+
+    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super()._add_context(request, response)
+        self.outcome_unknown = not request.replayable
 
     def _describe(self) -> str:
-        text = super()._describe()
-        if self.outcome_unknown:
-            text += f" ({UNKNOWN_OUTCOME_HINT})"
-        return text
+        return _with_hint(super()._describe(), self.outcome_unknown)
 
 
 class InvalidResponseError(InveterateError):
-    """A 2xx response whose body is not JSON or not of the expected shape."""
+    """A 2xx answer whose body is not JSON, not of the expected shape, or too large.
 
-    def __init__(self, message: str, *, method: str = "", url: str = "", body: bytes = b"") -> None:
-        self.message = message
-        self.method = method
-        self.url = url
+    ``outcome_unknown`` is True for a write: the API answered, so the credit may well
+    have been applied, but the answer could not be read.
+    """
+
+    _repr_fields: tuple[str, ...] = ("message", "method", "url", "status", "outcome_unknown")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        body: bytes = b"",
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
         self.body = body
-        super().__init__(f"{method} {url}: {message}" if method else message)
+        self.status = status
+        self.headers: Headers = as_headers(headers)
+        self.outcome_unknown = outcome_unknown
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(message={self.message!r}, url={self.url!r})"
+    @property
+    def request_id(self) -> str | None:
+        """The request id of the response, if it had one."""
+        return request_id(self.headers)
+
+    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super()._add_context(request, response)
+        if response is not None and self.status is None:
+            self.status = response.status
+            self.headers = response.headers
+            self.body = response.body
+            self.outcome_unknown = not request.replayable
+
+    def _describe(self) -> str:
+        return _with_hint(super()._describe(), self.outcome_unknown)
 
 
 class PaginationError(InvalidResponseError):
-    """The API returned a cursor already seen in this iteration (a loop)."""
+    """The API returned a cursor already seen in this iteration (the ledger would loop)."""
+
+
+class MemberError(InveterateError):
+    """Raised by ``iter_credits_many(on_error="raise")`` for the first member that failed.
+
+    ``error`` (also ``__cause__``) is the typed cause; ``cursor`` is where to resume
+    that member (None: from the start).
+    """
+
+    _repr_fields: tuple[str, ...] = ("customer_id", "error", "cursor")
+
+    def __init__(self, customer_id: str | int, error: Exception, cursor: str | None) -> None:
+        super().__init__(f"member {customer_id!r}: {type(error).__name__}: {error}")
+        self.customer_id = customer_id
+        self.error = error
+        self.cursor = cursor
 
 
 STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {
@@ -167,3 +307,31 @@ STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
 }
+
+
+class ScrubbedCause(Exception):
+    """Stands in for a cause whose text held the API key (the text is kept, scrubbed)."""
+
+
+def add_request_context(
+    error: InveterateError,
+    request: PreparedRequest | None,
+    response: Response | None,
+    redactor: Redactor,
+) -> None:
+    """The one choke point: give ``error`` its request's context and scrub the key.
+
+    Every :class:`InveterateError` raised while making a request passes through here,
+    so no error path can forget either. Causes whose text holds the key are replaced
+    by a scrubbed stand-in.
+    """
+    if request is not None:
+        error._add_context(request, response)
+    error._redact(redactor)
+    cause = error.__cause__
+    if cause is not None and not isinstance(cause, InveterateError):
+        text = f"{cause!s} {cause!r}"
+        if redactor.text(text) != text:
+            error.__cause__ = ScrubbedCause(f"{type(cause).__name__}: {redactor.text(str(cause))}")
+    error.__context__ = error.__cause__
+    error.__suppress_context__ = True

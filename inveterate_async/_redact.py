@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 REDACTED = "[redacted]"
 
 
@@ -37,16 +39,21 @@ class Redactor:
                 value = value.replace(secret, REDACTED.encode())
         return value
 
-    def data(self, value: Any) -> Any:
-        """A JSON value with the secret replaced in every string, keys included."""
+    def any(self, value: Any) -> Any:
+        """Any value shown to a user with the secret replaced: text, bytes, JSON data
+        (keys included), headers; other values are returned as they are."""
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, bytes):
+            return self.bytes(value)
+        if isinstance(value, (CIMultiDictProxy, CIMultiDict)):
+            return CIMultiDictProxy(
+                CIMultiDict((self.text(k), self.text(v)) for k, v in value.items())
+            )
         if isinstance(value, Mapping):
-            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+            return {self.text(str(k)): self.any(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.data(v) for v in value]
+            return [self.any(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.any(v) for v in value)
         return value
-
-    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """A plain copy of response headers with the secret replaced in values."""
-        return {name: self.text(value) for name, value in headers.items()}

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 from collections.abc import Mapping
 from decimal import Decimal
 from urllib.parse import quote
 
-import attrs
 from yarl import URL
 
+from ._http import PreparedRequest
 from ._money import DECIMAL_TEXT
 from ._version import __version__
 
@@ -23,18 +22,7 @@ USER_AGENT = f"inveterate-async/{__version__}"
 API_KEY_HEADER = "X-Inveterate-Api-Key"
 
 
-@attrs.frozen(slots=True)
-class PreparedRequest:
-    """A request ready to send: ``url`` is fully percent-encoded already."""
-
-    method: str
-    url: URL
-    body: bytes | None = None
-
-    @property
-    def display_url(self) -> str:
-        """The URL as shown in errors and logs (it never holds the API key)."""
-        return str(self.url)
+_JSON_CONTENT = {"Content-Type": "application/json"}
 
 
 def check_api_key(api_key: object) -> str:
@@ -119,7 +107,10 @@ def cursor_text(cursor: object) -> str | None:
     if isinstance(cursor, str):
         return cursor
     if isinstance(cursor, (Mapping, list)):
-        return json.dumps(cursor, separators=(",", ":"), default=_json_float)
+        try:
+            return json.dumps(cursor, separators=(",", ":"), default=_json_float)
+        except RecursionError:
+            raise ValueError("cursor is nested too deeply") from None
     raise ValueError(f"cursor must be a str or a JSON object, not {type(cursor).__name__}")
 
 
@@ -155,7 +146,7 @@ def list_credits_request(
         params.append(f"lastCreditEntry={encode_query_value(text)}")
     if params:
         url = f"{url}?{'&'.join(params)}"
-    return PreparedRequest("GET", URL(url, encoded=True))
+    return PreparedRequest("GET", URL(url, encoded=True), replayable=True)
 
 
 def amount_json(amount: object) -> str:
@@ -167,16 +158,17 @@ def amount_json(amount: object) -> str:
     elif isinstance(amount, Decimal):
         value = amount
     elif isinstance(amount, float):
-        if not math.isfinite(amount):
-            raise ValueError(f"amount must be finite, got {amount!r}")
-        value = Decimal(repr(amount))
+        raise ValueError(
+            f"amount must not be a float ({amount!r} is inexact): pass a Decimal or a "
+            f"decimal str, e.g. Decimal({str(amount)!r})"
+        )
     elif isinstance(amount, str):
         if not DECIMAL_TEXT.fullmatch(amount):
             raise ValueError(f"amount is not a decimal number: {amount!r}")
         value = Decimal(amount)
     else:
         raise ValueError(
-            f"amount must be an int, Decimal or decimal str, not {type(amount).__name__}"
+            f"amount must be a Decimal, a decimal str or an int, not {type(amount).__name__}"
         )
     if not value.is_finite():
         raise ValueError(f"amount must be finite, got {amount!r}")
@@ -206,4 +198,4 @@ def create_credit_request(
             raise ValueError(f"force must be a bool, not {type(force).__name__}")
         parts.append(f'"force":{"true" if force else "false"}')
     body = ("{" + ",".join(parts) + "}").encode()
-    return PreparedRequest("POST", URL(url, encoded=True), body)
+    return PreparedRequest("POST", URL(url, encoded=True), _JSON_CONTENT, body)

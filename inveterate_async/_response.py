@@ -1,18 +1,17 @@
 """Reading responses: status to typed error, body to models, next cursor.
 
-Pure functions with no I/O.
+Pure functions with no I/O. The errors raised here carry what the response says;
+the request they belong to (and the scrubbing of the key) is added by the client at
+its one choke point, :func:`~inveterate_async._errors.add_request_context`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from html.parser import HTMLParser
 from typing import Any
 
-import attrs
-
 from . import _json
-from ._converter import structure_credit
+from ._converter import structure_credits
 from ._errors import (
     STATUS_ERRORS,
     APIStatusError,
@@ -20,42 +19,57 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._http import Response
 from ._models import CreditPage, CreditResult
-from ._redact import Redactor
-from ._request import PreparedRequest, cursor_text
+from ._request import cursor_text
 from ._retry import parse_retry_after
 
-_TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
-_EXCERPT_CHARS = 200
+_EXCERPT_CHARS = 300
+_INVISIBLE_TAGS = frozenset({"script", "style", "template", "noscript"})
 
 
-@attrs.frozen(slots=True)
-class Response:
-    """What the transport received for a request."""
+class _VisibleText(HTMLParser):
+    """Collects the text a browser would show: no tags, comments, scripts or styles."""
 
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _INVISIBLE_TAGS:
+            self._hidden += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _INVISIBLE_TAGS and self._hidden:
+            self._hidden -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
 
 
-def _excerpt(body: bytes) -> str:
-    text = _SPACE.sub(" ", _TAG.sub(" ", body.decode("utf-8", "replace"))).strip()
-    if len(text) > _EXCERPT_CHARS:
-        text = text[:_EXCERPT_CHARS] + "…"
+def excerpt(body: bytes, limit: int = _EXCERPT_CHARS) -> str:
+    """A short, single-spaced text of a body; for HTML, only its visible text."""
+    text = body[: limit * 64].decode("utf-8", "replace")
+    if "<" in text:
+        parser = _VisibleText()
+        parser.feed(text)
+        parser.close()
+        text = " ".join(parser.parts)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit] + "…"
     return text
 
 
-def status_error(
-    request: PreparedRequest, response: Response, redactor: Redactor
-) -> APIStatusError:
-    """The typed error for a non-2xx response, with the key scrubbed from all of it."""
+def status_error(response: Response) -> APIStatusError:
+    """The typed error for a non-2xx response."""
     status = response.status
     message: str | None = None
     data: Any = None
     try:
-        parsed = _json.loads(response.body)
+        parsed = None if response.truncated else _json.loads(response.body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
@@ -63,55 +77,44 @@ def status_error(
         if parsed.get("message") is not None:
             message = str(parsed["message"])
     if message is None:
-        excerpt = _excerpt(response.body)
         message = f"HTTP {status} {response.reason}".rstrip()
-        if excerpt:
-            message += f": {excerpt}"
-    args = (
-        status,
-        redactor.text(message),
-        redactor.data(data),
-        request.method,
-        redactor.text(request.display_url),
-        redactor.headers(response.headers),
-        redactor.bytes(response.body),
-    )
+        text = excerpt(response.body)
+        if text:
+            message += f": {text}"
+    args = (status, message, data, "", "", response.headers, response.body)
     if status == 429:
         return RateLimitError(*args, retry_after=parse_retry_after(response.headers))
     if status >= 500:
-        return ServerError(*args, outcome_unknown=request.method != "GET")
+        return ServerError(*args)
     return STATUS_ERRORS.get(status, APIStatusError)(*args)
 
 
-def _invalid(request: PreparedRequest, response: Response, what: str) -> InvalidResponseError:
-    return InvalidResponseError(
-        what, method=request.method, url=request.display_url, body=response.body
-    )
-
-
-def _json_object(request: PreparedRequest, response: Response) -> dict[str, Any]:
+def _json_object(response: Response) -> dict[str, Any]:
+    if response.truncated:
+        raise InvalidResponseError(
+            f"response body is larger than the client's max_response_bytes "
+            f"({len(response.body)} bytes read)"
+        )
     try:
         body = _json.loads(response.body)
     except ValueError:
-        raise _invalid(
-            request, response, f"response body is not JSON: {_excerpt(response.body)!r}"
+        raise InvalidResponseError(
+            f"response body is not JSON: {excerpt(response.body)!r}"
         ) from None
     if not isinstance(body, dict):
-        raise _invalid(request, response, "response body is not a JSON object")
+        raise InvalidResponseError("response body is not a JSON object")
     return body
 
 
-def read_credits_page(
-    request: PreparedRequest, response: Response, redactor: Redactor
-) -> CreditPage:
+def read_credits_page(response: Response) -> CreditPage:
     """A :class:`CreditPage` from a GET response, or the matching typed error.
 
     Reads ``{"data": {"credits": [...], "lastCreditEntry": ...}}``; also accepts
     ``lastCreditEntry`` beside ``data``, and ``data`` as a bare list (a last page).
     """
     if not 200 <= response.status < 300:
-        raise status_error(request, response, redactor)
-    body = _json_object(request, response)
+        raise status_error(response)
+    body = _json_object(response)
     data = body.get("data")
     if isinstance(data, list):
         entries: Any = data
@@ -122,23 +125,27 @@ def read_credits_page(
             data["lastCreditEntry"] if "lastCreditEntry" in data else body.get("lastCreditEntry")
         )
     else:
-        raise _invalid(request, response, "response has no data object")
+        raise InvalidResponseError("response has no data object")
     if not isinstance(entries, list):
-        raise _invalid(request, response, "response data has no credits list")
+        raise InvalidResponseError("response data has no credits list")
     try:
-        credits = tuple([structure_credit(entry) for entry in entries])
+        credits = structure_credits(entries)
         next_cursor = cursor_text(cursor)
     except ValueError as exc:
-        raise _invalid(request, response, f"unexpected credit data: {exc}") from None
+        raise InvalidResponseError(f"unexpected credit data: {exc}") from None
     return CreditPage(credits, next_cursor, body)
 
 
-def read_credit_result(
-    request: PreparedRequest, response: Response, redactor: Redactor
-) -> CreditResult:
-    """A :class:`CreditResult` from a POST response, or the matching typed error."""
+def read_credit_result(response: Response) -> CreditResult:
+    """A :class:`CreditResult` from a POST response, or the matching typed error.
+
+    A 2xx with an empty body (such as 204) is a success with an empty result: the
+    credit was applied.
+    """
     if not 200 <= response.status < 300:
-        raise status_error(request, response, redactor)
-    body = _json_object(request, response)
+        raise status_error(response)
+    if not response.body.strip() and not response.truncated:
+        return CreditResult("", None)
+    body = _json_object(response)
     message = body.get("message")
     return CreditResult("" if message is None else str(message), body.get("data"))

@@ -39,23 +39,23 @@ class RetryPolicy:
         return self.backoff(retry_number)
 
 
-def may_retry_status(method: str, status: int) -> bool:
-    """Whether a response status may be retried: any retryable one for GET, 429 for writes.
+def may_retry_status(replayable: bool, status: int) -> bool:
+    """Whether a response status may be retried: any retryable one for a read, 429 for writes.
 
     A write is never retried after a 5xx: the API says it may have been applied.
     """
-    if method == "GET":
+    if replayable:
         return status in RETRYABLE_STATUSES
     return status == 429
 
 
-def may_retry_failure(method: str, *, sent: bool, timed_out: bool) -> bool:
+def may_retry_failure(replayable: bool, *, sent: bool, timed_out: bool) -> bool:
     """Whether a network failure may be retried.
 
     Reads always; a write only when the request never left (so it cannot have
     been applied), and never after a timeout.
     """
-    if method == "GET":
+    if replayable:
         return True
     return not sent and not timed_out
 

@@ -1,38 +1,63 @@
-"""Sending prepared requests over aiohttp, with retries and per-attempt logging."""
+"""The aiohttp transport: one request in, one response out, nothing else.
+
+Retries, deadlines and logging sit on top of it (``_sending``); building requests and
+reading responses sit beside it (``_request``, ``_response``). The only errors it
+raises are :class:`APIConnectionError` and :class:`APITimeoutError` (no HTTP answer),
+and :class:`RuntimeError` for a client used after closing or from another loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
 from ._errors import APIConnectionError, APITimeoutError
-from ._redact import Redactor
-from ._request import PreparedRequest
-from ._response import Response
-from ._retry import RetryPolicy, may_retry_failure, may_retry_status
+from ._http import PreparedRequest, Response
 
-logger = logging.getLogger("inveterate_async")
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 100
 
-Sleep = Callable[[float], Awaitable[None]]
+_WRONG_LOOP = (
+    "this InveterateClient is bound to the event loop it was first used in, and is now "
+    "used from another one: create one client per event loop (e.g. inside the async "
+    "function that asyncio.run runs, or in a per-test fixture)"
+)
 
 
-class Transport:
-    """Owns (or borrows) the aiohttp session and runs each request's attempts."""
+class Transport(Protocol):
+    """What the client needs from a transport."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+
+    async def send(self, request: PreparedRequest) -> Response:
+        """Send ``request`` once and return the whole response."""
+
+    async def aclose(self) -> None:
+        """Release the connections; idempotent."""
+
+
+class AiohttpTransport:
+    """Sends requests over an own or a borrowed :class:`aiohttp.ClientSession`.
+
+    Every setting the SDK depends on is passed with each request (no redirects, no
+    raising on status, the SDK's headers and timeout), so a lent session's defaults
+    cannot change its behaviour; its connector, proxies and tracing are still used.
+    """
 
     __slots__ = (
         "_closed",
-        "_get_options",
         "_headers",
+        "_loop",
+        "_max_connections",
+        "_max_response_bytes",
+        "_options",
         "_owns_session",
-        "_policy",
-        "_post_options",
-        "_redactor",
         "_session",
-        "_sleep",
         "_timeout",
     )
 
@@ -42,40 +67,62 @@ class Transport:
         headers: Mapping[str, str],
         session: aiohttp.ClientSession | None,
         timeout: aiohttp.ClientTimeout,
-        policy: RetryPolicy,
-        sleep: Sleep,
-        redactor: Redactor,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._headers = dict(headers)
         self._session = session
         self._owns_session = session is None
         self._timeout = timeout
-        # An owned session carries the headers and timeout itself, set once; a
-        # borrowed one gets them on every request and keeps its own defaults.
-        per_request: dict[str, Any] = (
-            {} if self._owns_session else {"headers": self._headers, "timeout": timeout}
-        )
-        self._get_options = per_request
-        self._post_options = {
-            **per_request,
-            "headers": {**per_request.get("headers", {}), "Content-Type": "application/json"},
-        }
-        self._policy = policy
-        self._sleep = sleep
-        self._redactor = redactor
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._options: dict[str, Any] = {"allow_redirects": False, "raise_for_status": False}
+        if session is not None:
+            # A lent session gets the timeout with each request; an own one has it set once.
+            self._options["timeout"] = timeout
+            if not session.auto_decompress:
+                self._headers["Accept-Encoding"] = "identity"
 
-    def _session_for_request(self) -> aiohttp.ClientSession:
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def reserve_connections(self, count: int) -> None:
+        """Make the own session's pool allow ``count`` connections at once.
+
+        :raises ValueError: if the pool was already made smaller than that.
+        """
+        if not self._owns_session or count <= self._max_connections:
+            return
+        if self._session is not None:
+            raise ValueError(
+                f"concurrency={count} exceeds the client's max_connections="
+                f"{self._max_connections}: pass InveterateClient(max_connections={count})"
+            )
+        self._max_connections = count
+
+    def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("the InveterateClient is closed")
-        if self._session is None:
+        if self._loop is not loop:
+            if self._loop is not None:
+                raise RuntimeError(_WRONG_LOOP)
+            self._loop = loop
+        session = self._session
+        if session is None:
             # Created lazily: a ClientSession must be made inside a running loop.
-            self._session = aiohttp.ClientSession(
+            session = self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
             )
-        return self._session
+        elif session.closed:
+            raise RuntimeError("the aiohttp session lent to this InveterateClient is closed")
+        return session
 
     async def aclose(self) -> None:
         """Close the session if this transport created it; a borrowed one is left open."""
@@ -84,64 +131,56 @@ class Transport:
             await self._session.close()
 
     async def send(self, request: PreparedRequest) -> Response:
-        """Send with retries; return the final response, or raise APIConnectionError."""
-        session = self._session_for_request()
-        method = request.method
-        options = self._get_options if request.body is None else self._post_options
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while True:
-            attempt += 1
-            started = loop.time()
-            try:
-                async with session.request(
-                    method,
-                    request.url,
-                    data=request.body,
-                    allow_redirects=False,
-                    **options,
-                ) as resp:
-                    body = await resp.read()
-                    response = Response(resp.status, resp.reason or "", resp.headers, body)
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                self._log(request, type(exc).__name__, attempt, loop.time() - started)
-                timed_out = isinstance(exc, asyncio.TimeoutError)
-                # These two are raised before any byte of the request was written.
-                sent = not isinstance(
-                    exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-                )
-                if attempt <= self._policy.max_retries and may_retry_failure(
-                    method, sent=sent, timed_out=timed_out
-                ):
-                    await self._sleep(self._policy.delay(attempt))
-                    continue
-                raise self._connection_error(request, exc, sent=sent, timed_out=timed_out) from exc
-            self._log(request, response.status, attempt, loop.time() - started)
-            if attempt <= self._policy.max_retries and may_retry_status(method, response.status):
-                await self._sleep(self._policy.delay(attempt, response.headers))
-                continue
-            return response
+        """Send ``request`` once and return the whole response (body capped).
 
-    def _connection_error(
-        self, request: PreparedRequest, exc: BaseException, *, sent: bool, timed_out: bool
-    ) -> APIConnectionError:
+        :raises APIConnectionError: no HTTP answer was received (``APITimeoutError``
+            for a timeout); ``outcome_unknown`` is set for a write that may have left.
+        """
+        session = self._session_for(asyncio.get_running_loop())
+        headers: Mapping[str, str] | None = request.headers or None
+        if not self._owns_session:
+            headers = {**self._headers, **request.headers}
+        try:
+            async with session.request(
+                request.method, request.url, headers=headers, data=request.body, **self._options
+            ) as resp:
+                body, truncated = await self._read_body(resp)
+                return Response(resp.status, resp.reason or "", resp.headers, body, truncated)
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise self._failure(request, exc) from exc
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        cap = self._max_response_bytes
+        length = resp.content_length
+        if length is not None and "Content-Encoding" not in resp.headers:
+            if length > cap:
+                return b"", True
+            return await resp.read(), False
+        # Unknown or compressed length: read in chunks, stopping past the cap.
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.readany():
+            size += len(chunk)
+            if size > cap:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+        return b"".join(chunks), False
+
+    def _failure(self, request: PreparedRequest, exc: BaseException) -> APIConnectionError:
+        timed_out = isinstance(exc, asyncio.TimeoutError)
+        # These two are raised before any byte of the request was written.
+        sent = not isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+        if self._closed:
+            detail = "the client was closed while the request was in flight"
+            timed_out = False
+        elif timed_out:
+            detail = f"{type(exc).__name__}: request timed out"
+        else:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         error_class = APITimeoutError if timed_out else APIConnectionError
-        detail = "request timed out" if timed_out else self._redactor.text(str(exc))
         return error_class(
-            f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__,
+            detail,
             method=request.method,
             url=request.display_url,
-            outcome_unknown=sent and request.method != "GET",
+            outcome_unknown=sent and not request.replayable,
         )
-
-    @staticmethod
-    def _log(request: PreparedRequest, outcome: int | str, attempt: int, elapsed: float) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s -> %s (attempt %d, %.1f ms)",
-                request.method,
-                request.url.raw_path,
-                outcome,
-                attempt,
-                elapsed * 1000,
-            )

@@ -44,13 +44,13 @@ def mocked_api() -> Iterator[object]:
     """aioresponses, patched for aiohttp 3.14 (see _CompatClientResponse)."""
     from aioresponses import aioresponses, core
 
-    original = core.ClientResponse
-    core.ClientResponse = _CompatClientResponse
+    original = core.ClientResponse  # type: ignore[attr-defined]
+    core.ClientResponse = _CompatClientResponse  # type: ignore[attr-defined]
     try:
         with aioresponses() as mocked:
             yield mocked
     finally:
-        core.ClientResponse = original
+        core.ClientResponse = original  # type: ignore[attr-defined]
 
 
 class ScriptedServer:

@@ -676,7 +676,12 @@ def test_sandbox_command_serves_and_stops_on_ctrl_c() -> None:
         assert proc.stderr is not None
         # A thread reads stdout so that waiting for the banner can time out.
         lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()])
+
+        def read_lines() -> None:
+            for line in proc.stdout or ():
+                lines.put(line)
+
+        reader = threading.Thread(target=read_lines)
         reader.start()
         try:
             banner = [lines.get(timeout=20) for _ in range(5)]

@@ -205,7 +205,6 @@ async def test_malformed_entry_is_an_invalid_response(scripted: ScriptedServer) 
         (Decimal("10.10"), "10.10"),
         ("-2.50", "-2.50"),
         (7, "7"),
-        (0.1, "0.1"),
         ("12345678901234567890.123456789", "12345678901234567890.123456789"),
     ],
 )
@@ -250,7 +249,7 @@ async def test_bad_arguments_to_iteration_fail_before_sending(
     with pytest.raises(ValueError, match="cursor"):
         client.iter_credits("1", cursor=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="customer_id"):
-        await client.get_credits_page(True)  # type: ignore[arg-type]
+        await client.get_credits_page(True)
     assert sandbox.requests == []
 
 

@@ -31,7 +31,7 @@ json_values = st.recursive(
 def render(value: Any) -> str:
     """JSON text keeping each number's exact spelling."""
     if isinstance(value, tuple):
-        return value[1]
+        return str(value[1])
     if isinstance(value, list):
         return "[" + ",".join(render(v) for v in value) + "]"
     if isinstance(value, dict):

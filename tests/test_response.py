@@ -1,7 +1,9 @@
 """Response reading: bodies to models, statuses to typed errors, key scrubbing."""
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import TypeVar
 
 import pytest
 from yarl import URL
@@ -19,14 +21,27 @@ from inveterate_async import (
     _json,
 )
 from inveterate_async._converter import converter, structure_datetime
+from inveterate_async._errors import InveterateError, add_request_context
+from inveterate_async._http import PreparedRequest, Response
 from inveterate_async._redact import Redactor
-from inveterate_async._request import PreparedRequest
-from inveterate_async._response import Response, read_credit_result, read_credits_page
+from inveterate_async._response import read_credit_result, read_credits_page
 
 KEY = "sk_live_SECRET_123"
-GET = PreparedRequest("GET", URL("https://api.example.com/v2.0/admin/members/1/credits"))
-POST = PreparedRequest("POST", GET.url, b'{"amount":1}')
+GET = PreparedRequest(
+    "GET", URL("https://api.example.com/v2.0/admin/members/1/credits"), replayable=True
+)
+POST = PreparedRequest("POST", GET.url, {"Content-Type": "application/json"}, b'{"amount":1}')
 REDACTOR = Redactor(KEY)
+T = TypeVar("T")
+
+
+def read(reader: Callable[[Response], T], request: PreparedRequest, response: Response) -> T:
+    """Read as the client does: errors pass through the one choke point."""
+    try:
+        return reader(response)
+    except InveterateError as error:
+        add_request_context(error, request, response, REDACTOR)
+        raise
 
 
 @pytest.fixture(autouse=True, params=["stdlib", "fast"])
@@ -49,7 +64,7 @@ def test_page_is_read_with_exact_money_and_aware_dates() -> None:
         b'"2024-03-01T12:00:00.000Z","newBalance":110.10,"reason":"goodwill","note":null,'
         b'"extra":{"x":1}}],"lastCreditEntry":"abc"}}'
     )
-    page = read_credits_page(GET, ok(body), REDACTOR)
+    page = read(read_credits_page, GET, ok(body))
     (credit,) = page.credits
     assert credit == Credit(
         Decimal("10.10"),
@@ -66,11 +81,11 @@ def test_page_is_read_with_exact_money_and_aware_dates() -> None:
 
 def test_object_cursor_and_top_level_cursor_and_bare_list() -> None:
     body = b'{"data":{"credits":[],"lastCreditEntry":{"pk":"m#1","n":2.50}}}'
-    assert read_credits_page(GET, ok(body), REDACTOR).next_cursor == '{"pk":"m#1","n":2.5}'
+    assert read(read_credits_page, GET, ok(body)).next_cursor == '{"pk":"m#1","n":2.5}'
     body = b'{"data":{"credits":[]},"lastCreditEntry":"top"}'
-    assert read_credits_page(GET, ok(body), REDACTOR).next_cursor == "top"
+    assert read(read_credits_page, GET, ok(body)).next_cursor == "top"
     body = b'{"message":"ok","data":[{"amount":1}]}'
-    page = read_credits_page(GET, ok(body), REDACTOR)
+    page = read(read_credits_page, GET, ok(body))
     assert page.next_cursor is None
     assert page.credits[0].amount == Decimal(1)
 
@@ -78,7 +93,7 @@ def test_object_cursor_and_top_level_cursor_and_bare_list() -> None:
 @pytest.mark.parametrize("cursor", [b"null", b'""'])
 def test_missing_cursor_means_last_page(cursor: bytes) -> None:
     body = b'{"data":{"credits":[],"lastCreditEntry":' + cursor + b"}}"
-    assert read_credits_page(GET, ok(body), REDACTOR).next_cursor is None
+    assert read(read_credits_page, GET, ok(body)).next_cursor is None
 
 
 @pytest.mark.parametrize(
@@ -102,7 +117,7 @@ def test_missing_cursor_means_last_page(cursor: bytes) -> None:
 )
 def test_unexpected_shapes_are_invalid_responses(body: bytes, what: str) -> None:
     with pytest.raises(InvalidResponseError, match=what) as info:
-        read_credits_page(GET, ok(body), REDACTOR)
+        read(read_credits_page, GET, ok(body))
     assert info.value.body == body
 
 
@@ -152,7 +167,7 @@ def test_status_errors_carry_the_server_message(
 ) -> None:
     body = b'{"message":"Amount cannot be zero","data":{"field":"amount"}}'
     with pytest.raises(error_class) as info:
-        read_credits_page(GET, Response(status, "X", {}, body), REDACTOR)
+        read(read_credits_page, GET, Response(status, "X", {}, body))
     error = info.value
     assert type(error) is error_class
     assert (error.status, error.message, error.data) == (
@@ -171,25 +186,25 @@ def test_html_error_page_gives_a_readable_message() -> None:
         b"<html><head><title>502 Bad Gateway</title></head><body>" + b"x" * 500 + b"</body></html>"
     )
     with pytest.raises(ServerError) as info:
-        read_credits_page(GET, Response(502, "Bad Gateway", {}, body), REDACTOR)
+        read(read_credits_page, GET, Response(502, "Bad Gateway", {}, body))
     message = info.value.message
     assert message.startswith("HTTP 502 Bad Gateway: 502 Bad Gateway")
     assert "<" not in message
-    assert len(message) < 260
+    assert len(message) < 340
     assert info.value.data is None
     assert info.value.outcome_unknown is False
 
 
 def test_write_5xx_outcome_is_unknown_and_says_so() -> None:
     with pytest.raises(ServerError) as info:
-        read_credit_result(POST, Response(500, "", {}, b'{"message":"boom","data":{}}'), REDACTOR)
+        read(read_credit_result, POST, Response(500, "", {}, b'{"message":"boom","data":{}}'))
     assert info.value.outcome_unknown is True
     assert "may have been applied" in str(info.value)
 
 
 def test_rate_limit_reads_retry_after() -> None:
     with pytest.raises(RateLimitError) as info:
-        read_credit_result(POST, Response(429, "", {"Retry-After": "3"}, b"{}"), REDACTOR)
+        read(read_credit_result, POST, Response(429, "", {"Retry-After": "3"}, b"{}"))
     assert info.value.retry_after == 3.0
 
 
@@ -200,7 +215,7 @@ def test_echoed_key_is_scrubbed_everywhere() -> None:
     )
     response = Response(400, "", {"X-Echo": KEY}, body)
     with pytest.raises(BadRequestError) as info:
-        read_credits_page(GET, response, REDACTOR)
+        read(read_credits_page, GET, response)
     error = info.value
     for text in (str(error), repr(error), error.message, repr(error.data), repr(error.headers)):
         assert KEY not in text
@@ -209,10 +224,10 @@ def test_echoed_key_is_scrubbed_everywhere() -> None:
 
 
 def test_write_result() -> None:
-    result = read_credit_result(
-        POST, ok(b'{"message":"Credit created","data":{"amount":5.10}}', 201), REDACTOR
+    result = read(
+        read_credit_result, POST, ok(b'{"message":"Credit created","data":{"amount":5.10}}', 201)
     )
     assert result.message == "Credit created"
     assert result.data == {"amount": Decimal("5.10")}
     with pytest.raises(InvalidResponseError):
-        read_credit_result(POST, ok(b"created", 201), REDACTOR)
+        read(read_credit_result, POST, ok(b"created", 201))

@@ -16,24 +16,24 @@ from inveterate_async._retry import (
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_reads_retry_transient_statuses(status: int) -> None:
-    assert may_retry_status("GET", status)
+    assert may_retry_status(True, status)
 
 
 @pytest.mark.parametrize("status", [200, 301, 400, 401, 404, 501])
 def test_reads_do_not_retry_other_statuses(status: int) -> None:
-    assert not may_retry_status("GET", status)
+    assert not may_retry_status(True, status)
 
 
 def test_writes_retry_only_429() -> None:
-    assert may_retry_status("POST", 429)
-    assert not any(may_retry_status("POST", s) for s in (500, 502, 503, 504))
+    assert may_retry_status(False, 429)
+    assert not any(may_retry_status(False, s) for s in (500, 502, 503, 504))
 
 
 def test_writes_retry_failures_only_before_sending() -> None:
-    assert may_retry_failure("POST", sent=False, timed_out=False)
-    assert not may_retry_failure("POST", sent=True, timed_out=False)
-    assert not may_retry_failure("POST", sent=False, timed_out=True)
-    assert may_retry_failure("GET", sent=True, timed_out=True)
+    assert may_retry_failure(False, sent=False, timed_out=False)
+    assert not may_retry_failure(False, sent=True, timed_out=False)
+    assert not may_retry_failure(False, sent=False, timed_out=True)
+    assert may_retry_failure(True, sent=True, timed_out=True)
 
 
 def test_backoff_is_full_jitter_capped() -> None:
