@@ -105,12 +105,12 @@ class AiohttpTransport:
         self._max_connections = count
 
     def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the InveterateClient is closed")
         if self._loop is not loop:
             if self._loop is not None:
                 raise RuntimeError(_WRONG_LOOP)
             self._loop = loop
+        if self._closed:
+            raise RuntimeError("the InveterateClient is closed")
         session = self._session
         if session is None:
             # Created lazily: a ClientSession must be made inside a running loop.
