@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TypeVar
 
+import attrs
 import pytest
 from yarl import URL
 
@@ -20,7 +21,7 @@ from inveterate_async import (
     ServerError,
     _json,
 )
-from inveterate_async._converter import converter, structure_datetime
+from inveterate_async._converter import converter, structure_credits, structure_datetime
 from inveterate_async._errors import InveterateError, add_request_context
 from inveterate_async._http import PreparedRequest, Response
 from inveterate_async._redact import Redactor
@@ -141,6 +142,15 @@ def test_timestamps(value: object, expected: datetime) -> None:
 def test_epoch_out_of_range_is_an_error() -> None:
     with pytest.raises(ValueError, match="out of range"):
         structure_datetime(10**30)
+
+
+def test_the_credit_hook_fills_every_field_of_credit() -> None:
+    """Fails when Credit gains a field the converter's hook does not fill."""
+    entry = {"id": "c1", "amount": Decimal("1.5"), "createdAt": "2024-03-01T12:00:00Z"}
+    credit = converter.structure(entry, Credit)
+    for field in attrs.fields(Credit):
+        getattr(credit, field.name)  # an unfilled slot raises AttributeError
+    assert structure_credits([entry]) == (credit,)
 
 
 def test_converter_is_the_one_place_for_models() -> None:
