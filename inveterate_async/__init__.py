@@ -20,9 +20,18 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    StreamAbortedError,
 )
-from ._models import Credit, CreditPage, CreditResult
-from ._pagination import CreditStream, MemberFailure
+from ._fanout import CreditStream
+from ._models import (
+    Credit,
+    CreditPage,
+    CreditResult,
+    LedgerPage,
+    LedgerPosition,
+    MemberFailure,
+    MemberFinished,
+)
 from ._version import __version__
 
 __all__ = [
@@ -38,12 +47,16 @@ __all__ = [
     "InvalidResponseError",
     "InveterateClient",
     "InveterateError",
+    "LedgerPage",
+    "LedgerPosition",
     "MemberError",
     "MemberFailure",
+    "MemberFinished",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "StreamAbortedError",
     "__version__",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import os
 import sys
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable
 from decimal import Decimal
 from functools import partial
 from types import TracebackType
@@ -15,9 +15,11 @@ from typing import TypeVar
 import aiohttp
 
 from ._errors import InveterateError, add_request_context
+from ._failfast import DEFAULT_ABORT_AFTER
+from ._fanout import CreditStream, CustomerId, Members, OnError
 from ._http import PreparedRequest, Response
-from ._models import Credit, CreditPage, CreditResult
-from ._pagination import CreditStream, CustomerId, OnError, iter_pages
+from ._models import Credit, CreditPage, CreditResult, LedgerPosition
+from ._pagination import iter_pages
 from ._redact import Redactor
 from ._request import (
     DEFAULT_BASE_URL,
@@ -193,6 +195,7 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
+        start: LedgerPosition | None = None,
     ) -> AsyncGenerator[CreditPage, None]:
         """Yield a member's ledger page by page, following cursors to the end.
 
@@ -200,10 +203,22 @@ class InveterateClient:
         connection released before it is yielded, so stopping early never holds a
         connection. A cursor seen again raises :class:`PaginationError` instead of
         looping forever (memory stays constant however long the ledger).
+
+        :param cursor: start after the page that gave this ``next_cursor``.
+        :param start: or start from a saved :class:`LedgerPosition` (a page's
+            ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
         encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
+        if start is not None:
+            if cursor is not None:
+                raise ValueError("pass cursor or start, not both")
+            if not isinstance(start, LedgerPosition):
+                raise ValueError(f"start must be a LedgerPosition, not {type(start).__name__}")
+            if start.done:
+                return _no_pages()
+            cursor = start.cursor
         fetch = partial(self._fetch_page, customer_id, page_size)
         return iter_pages(fetch, customer_id, cursor_text(cursor), self._scrub)
 
@@ -219,32 +234,42 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
+        start: LedgerPosition | None = None,
     ) -> AsyncGenerator[Credit, None]:
         """Yield every credit of a member's ledger, fetching pages as needed.
 
         Memory stays at one page. To resume after an interruption, keep the
-        ``next_cursor`` of the last page you finished (see :meth:`iter_credit_pages`).
+        ``position`` of the last page you finished (see :meth:`iter_credit_pages`).
         """
-        return _credits(self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor))
+        return _credits(
+            self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor, start=start)
+        )
 
     def iter_credits_many(
         self,
-        customer_ids: Iterable[CustomerId] | AsyncIterable[CustomerId],
+        customer_ids: Members,
         *,
         concurrency: int = 8,
         page_size: int | None = None,
         on_error: OnError = "raise",
+        abort_after: int | None = DEFAULT_ABORT_AFTER,
     ) -> CreditStream:
         """Stream ``(customer_id, credit)`` for many members, ``concurrency`` at a time.
 
-        ``customer_ids`` may be any iterable or async iterable; it is read lazily.
-        Each member's credits arrive in ledger order (members interleave). A slow
-        consumer pauses the fetching: memory stays at about ``2 * concurrency`` pages.
+        ``customer_ids`` may be any iterable or async iterable of ids, read lazily; to
+        resume, pass ``(customer_id, LedgerPosition)`` pairs or a mapping of id to
+        position instead. Each member's credits arrive in ledger order (members
+        interleave). A slow consumer pauses the fetching: memory stays at about
+        ``2 * concurrency`` pages. For checkpoints, read :meth:`CreditStream.events`.
 
         ``on_error="raise"`` (default): the first member that fails raises
         :class:`MemberError` (its ``error`` is the typed cause) and the others are
         cancelled. ``on_error="collect"``: failed members are recorded in the
-        stream's ``failures`` (with the cursor to resume from) and the rest go on.
+        stream's ``failures`` (with the position to resume from) and the rest go on.
+
+        ``abort_after`` (default 5; None: never): after that many members in a row fail
+        for a cause no member can avoid (the key refused, the API unreachable), the
+        whole stream stops with :class:`StreamAbortedError`.
 
         Wrap the loop in ``async with`` so that leaving it early cancels every
         in-flight request at once::
@@ -263,12 +288,17 @@ class InveterateClient:
             check_positive_int("page_size", page_size)
         if on_error not in ("raise", "collect"):
             raise ValueError(f'on_error must be "raise" or "collect", got {on_error!r}')
+        if abort_after is not None:
+            check_positive_int("abort_after", abort_after)
         self._transport.reserve_connections(concurrency)
         return CreditStream(
-            lambda customer_id: self.iter_credit_pages(customer_id, page_size=page_size),
+            lambda customer_id, start: self.iter_credit_pages(
+                customer_id, page_size=page_size, start=start
+            ),
             customer_ids,
             concurrency=concurrency,
             on_error=on_error,
+            abort_after=abort_after,
         )
 
     async def create_credit(
@@ -292,6 +322,11 @@ class InveterateClient:
         """
         request = create_credit_request(self._base_url, customer_id, amount, note=note, force=force)
         return await self._call(request, read_credit_result, deadline)
+
+
+async def _no_pages() -> AsyncGenerator[CreditPage, None]:
+    return
+    yield
 
 
 async def _credits(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Credit, None]:

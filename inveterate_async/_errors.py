@@ -14,7 +14,8 @@
     │   └── ServerError         5xx
     ├── InvalidResponseError    a 2xx answer whose body cannot be read
     │   └── PaginationError     the API sent a cursor it had sent before (a loop)
-    └── MemberError             one member of ``iter_credits_many`` failed
+    ├── MemberError             one member of ``iter_credits_many`` failed
+    └── StreamAbortedError      ``iter_credits_many`` stopped: every member would fail
 
 ``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
 ``outcome_unknown``: True for a write that may have been applied.
@@ -101,7 +102,7 @@ def _restore(cls: type[InveterateError], state: dict[str, Any]) -> InveterateErr
         state["headers"] = as_headers(state["headers"])
     vars(error).update(state)
     error.args = (error.message,)
-    if isinstance(error, MemberError):
+    if isinstance(error, (MemberError, StreamAbortedError)):
         error.__cause__ = error.error
     return error
 
@@ -299,6 +300,26 @@ class MemberError(InveterateError):
         self.customer_id = customer_id
         self.error = error
         self.cursor = cursor
+
+
+class StreamAbortedError(InveterateError):
+    """``iter_credits_many`` stopped: members kept failing for a cause no member can avoid.
+
+    ``reason`` says which (the key was refused, the API cannot be reached); ``error``
+    (also ``__cause__``) is the last member's typed error; ``failed`` counts the members
+    that failed in a row.
+    """
+
+    _repr_fields: tuple[str, ...] = ("reason", "failed", "error")
+
+    def __init__(self, reason: str, failed: int, error: Exception) -> None:
+        super().__init__(
+            f"stopped after {failed} members in a row failed because {reason}: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.reason = reason
+        self.failed = failed
+        self.error = error
 
 
 STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {
