@@ -42,10 +42,12 @@ def shared_cause(error: Exception) -> str | None:
 class FailureStreak:
     """Counts consecutive member failures with the same shared cause."""
 
-    __slots__ = ("_cause", "_count", "limit")
+    __slots__ = ("_cause", "_count", "limit", "tripped")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
+        #: Whether ``limit`` was reached: the stream is stopping.
+        self.tripped = False
         self._cause: str | None = None
         self._count = 0
 
@@ -60,6 +62,7 @@ class FailureStreak:
         self._cause = cause
         if cause is not None:
             self._count += 1
-            if self.limit is not None and self._count >= self.limit:
+            if self.limit is not None and self._count >= self.limit and not self.tripped:
+                self.tripped = True
                 return cause
         return None

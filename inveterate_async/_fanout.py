@@ -41,6 +41,12 @@ class _WorkerCrashed:
     error: Exception
 
 
+@attrs.frozen(slots=True)
+class _Aborted:
+    cause: str
+    error: Exception
+
+
 _WORKER_DONE = object()
 
 # Workers are kept alive here, not by the stream: a stream dropped without being closed
@@ -205,7 +211,7 @@ async def _stream(
     # more: a slow consumer stops the fetching instead of buffering.
     queue: asyncio.Queue[object] = asyncio.Queue(concurrency)
     workers.extend(
-        asyncio.create_task(_work(queue, next_member, pages_of)) for _ in range(concurrency)
+        asyncio.create_task(_work(queue, next_member, pages_of, streak)) for _ in range(concurrency)
     )
     for worker in workers:
         _RUNNING.add(worker)
@@ -230,11 +236,10 @@ async def _stream(
                     tally.failures.append(
                         MemberFailure(item.customer_id, error, item.position.cursor)
                     )
-                cause = streak.record(error)
-                if cause is not None and error is not None:
-                    raise StreamAbortedError(cause, streak.limit or 0, error) from error
                 if as_events:
                     yield item
+            elif type(item) is _Aborted:
+                raise StreamAbortedError(item.cause, streak.limit or 0, item.error) from item.error
             elif isinstance(item, _WorkerCrashed):
                 raise item.error
             else:
@@ -245,11 +250,20 @@ async def _stream(
 
 
 async def _work(
-    queue: asyncio.Queue[object], next_member: NextMember, pages_of: PageSource
+    queue: asyncio.Queue[object],
+    next_member: NextMember,
+    pages_of: PageSource,
+    streak: FailureStreak,
 ) -> None:
     try:
-        while (member := await next_member()) is not None:
-            await queue.put(await _read_member(*member, queue, pages_of))
+        while not streak.tripped and (member := await next_member()) is not None:
+            finished = await _read_member(*member, queue, pages_of)
+            # Counted here, before this worker takes another member: once the streak
+            # trips, no worker starts a member that is bound to fail.
+            cause = streak.record(finished.error)
+            await queue.put(finished)
+            if cause is not None and finished.error is not None:
+                await queue.put(_Aborted(cause, finished.error))
     except Exception as exc:
         # Not one member's fault (the id source failed, the client was closed):
         # hand it to the consumer, which stops everything.
