@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import os
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from decimal import Decimal
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
 import aiohttp
+import attrs
 
 from ._errors import InveterateError, add_request_context
 from ._failfast import DEFAULT_ABORT_AFTER
@@ -25,6 +27,7 @@ from ._request import (
     DEFAULT_BASE_URL,
     check_api_key,
     check_base_url,
+    check_extra_headers,
     check_positive_int,
     create_credit_request,
     cursor_text,
@@ -75,11 +78,22 @@ class InveterateClient:
         fan-out's ``concurrency`` when that is larger and no request was made yet).
     :param max_response_bytes: the most of a response body the client reads; a
         larger body is an error, never an out-of-memory.
+    :param allow_insecure_http: allow plain http to a host that is not this machine (a
+        sandbox in docker-compose); defaults to ``$INVETERATE_ALLOW_INSECURE_HTTP=1``.
+        Never allowed for the production API.
     :param sleep: the coroutine used to wait between retries (``asyncio.sleep``).
     :raises ValueError: for a missing key or any invalid setting.
     """
 
-    __slots__ = ("_base_url", "_deadline", "_policy", "_redactor", "_sleep", "_transport")
+    __slots__ = (
+        "_base_url",
+        "_deadline",
+        "_extra_headers",
+        "_policy",
+        "_redactor",
+        "_sleep",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -93,6 +107,7 @@ class InveterateClient:
         backoff_base: float = 0.5,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         key = check_api_key(
@@ -100,9 +115,10 @@ class InveterateClient:
         )
         if base_url is None:
             base_url = os.environ.get("INVETERATE_BASE_URL") or DEFAULT_BASE_URL
-        self._base_url = check_base_url(base_url)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if allow_insecure_http is None:
+            allow_insecure_http = os.environ.get("INVETERATE_ALLOW_INSECURE_HTTP", "") in _TRUE
+        self._base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        _check_max_retries(max_retries)
         if not _is_number(backoff_base) or not backoff_base >= 0:
             raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
         check_positive_int("max_connections", max_connections)
@@ -111,6 +127,7 @@ class InveterateClient:
         self._redactor = Redactor(key)
         self._policy = RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base))
         self._sleep = sleep
+        self._extra_headers: dict[str, str] = {}
         self._transport = AiohttpTransport(
             headers=request_headers(key),
             session=session,
@@ -142,8 +159,38 @@ class InveterateClient:
         """Close the client's own session (a borrowed one stays open). Idempotent.
 
         A request still in flight ends with :class:`APIConnectionError`; it is not retried.
+        A client made by :meth:`with_options` leaves the session to the one it came from.
         """
         await self._transport.aclose()
+
+    def with_options(
+        self,
+        *,
+        timeout: float | aiohttp.ClientTimeout | None = None,
+        max_retries: int | None = None,
+        deadline: float | _Unset | None = UNSET,
+        headers: Mapping[str, str] | None = None,
+    ) -> Self:
+        """A client with other settings on the same session: cheap, no new connections.
+
+        ``client.with_options(timeout=5, max_retries=0).get_credits_page(...)``. Options
+        not given are kept. ``headers`` are added to every request; they can never
+        replace the key or the SDK's own headers.
+
+        :raises ValueError: for an invalid option or a reserved header.
+        """
+        derived = copy.copy(self)
+        derived._transport = self._transport.with_timeout(
+            self._transport.timeout if timeout is None else _client_timeout(timeout)
+        )
+        if max_retries is not None:
+            _check_max_retries(max_retries)
+            derived._policy = attrs.evolve(self._policy, max_retries=max_retries)
+        if deadline is not UNSET:
+            derived._deadline = _check_deadline(deadline)
+        if headers is not None:
+            derived._extra_headers = {**self._extra_headers, **check_extra_headers(headers)}
+        return derived
 
     async def _call(
         self,
@@ -152,6 +199,8 @@ class InveterateClient:
         deadline: float | _Unset | None,
     ) -> T:
         """Send, read, and pass any error through the one choke point."""
+        if self._extra_headers:
+            request = attrs.evolve(request, headers={**self._extra_headers, **request.headers})
         response = None
         try:
             response = await send_with_retries(
@@ -162,6 +211,9 @@ class InveterateClient:
                 deadline=self._deadline if deadline is UNSET else _check_deadline(deadline),
                 redactor=self._redactor,
             )
+            headers = self._redactor.headers(response.headers)
+            if headers is not response.headers:
+                response = attrs.evolve(response, headers=headers)
             return read(response)
         except InveterateError as error:
             add_request_context(error, request, response, self._redactor)
@@ -340,6 +392,14 @@ async def _credits(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Cr
 
 def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _check_max_retries(max_retries: object) -> None:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
 
 
 def _check_deadline(deadline: object) -> float | None:

@@ -27,6 +27,7 @@ Every error is one line in ``str()``, and pickles to an equal error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
     from ._redact import Redactor
 
 UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
+
+# How a 400 about the key reads: the API documents 400 for "check your API key ...".
+AUTH_MESSAGE = re.compile(
+    r"api[ _-]?key|unauthori[sz]ed|forbidden|authenticat|credential", re.IGNORECASE
+)
 
 # Control characters (and Unicode line breaks) shown escaped, so str() is one line.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
@@ -166,6 +172,15 @@ class APIStatusError(InveterateError):
     def request_id(self) -> str | None:
         """``x-request-id``, ``x-amzn-requestid`` or ``cf-ray`` of the response, or None."""
         return request_id(self.headers)
+
+    @property
+    def is_auth_error(self) -> bool:
+        """Whether the API key was refused: a 401 or 403, or a 400 whose message is about
+        the key. The API answers a wrong key and a bad request both with 400, so for a 400
+        this reads the message: likely, not certain."""
+        return self.status in (401, 403) or (
+            self.status == 400 and AUTH_MESSAGE.search(self.message) is not None
+        )
 
     def _describe(self) -> str:
         where = f" from {self.method} {self.url}" if self.method else ""

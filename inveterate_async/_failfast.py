@@ -6,21 +6,11 @@ reading the rest would only send requests that are bound to fail.
 
 from __future__ import annotations
 
-import re
-
 import aiohttp
 
-from ._errors import (
-    APIConnectionError,
-    AuthenticationError,
-    BadRequestError,
-    PermissionDeniedError,
-)
+from ._errors import APIConnectionError, APIStatusError
 
 DEFAULT_ABORT_AFTER = 5
-
-# The API answers a wrong key with 400; its documented message names the key.
-_KEY_MESSAGE = re.compile(r"api[ _-]?key", re.IGNORECASE)
 
 
 def shared_cause(error: Exception) -> str | None:
@@ -28,9 +18,7 @@ def shared_cause(error: Exception) -> str | None:
 
     :returns: ``"the API key was refused"``, ``"the API cannot be reached"`` or None.
     """
-    if isinstance(error, (AuthenticationError, PermissionDeniedError)):
-        return "the API key was refused"
-    if isinstance(error, BadRequestError) and _KEY_MESSAGE.search(error.message):
+    if isinstance(error, APIStatusError) and error.is_auth_error:
         return "the API key was refused"
     if isinstance(error, APIConnectionError) and isinstance(
         error.__cause__, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)

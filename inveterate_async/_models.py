@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._http import NO_HEADERS, Headers, request_id
+
 
 @attrs.frozen(slots=True)
 class Credit:
@@ -91,6 +93,15 @@ class CreditPage:
     credits: tuple[Credit, ...]
     next_cursor: str | None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    #: The HTTP status of the response.
+    status: int = attrs.field(default=200, eq=False)
+    #: The response headers (case-insensitive, scrubbed of the key).
+    headers: Headers = attrs.field(default=NO_HEADERS, repr=False, eq=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's or CDN's id of the request (``x-request-id`` ...), or None."""
+        return request_id(self.headers)
 
     @property
     def is_last(self) -> bool:
@@ -107,10 +118,24 @@ class CreditPage:
 
 @attrs.frozen(slots=True)
 class CreditResult:
-    """The API's answer to a write: its ``message`` and ``data``."""
+    """The API's answer to a write: its ``message`` and ``data``.
+
+    ``credit`` is a typed view of the created entry when ``data`` is one (amount as
+    ``Decimal``), else None; ``data`` keeps everything the API sent.
+    """
 
     message: str
     data: Any
+    #: The HTTP status of the response (201 from the API).
+    status: int = attrs.field(default=201, eq=False)
+    #: The response headers (case-insensitive, scrubbed of the key).
+    headers: Headers = attrs.field(default=NO_HEADERS, repr=False, eq=False)
+    credit: Credit | None = attrs.field(default=None, eq=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's or CDN's id of the request (``x-request-id`` ...), or None."""
+        return request_id(self.headers)
 
 
 @attrs.frozen(slots=True)
