@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import enum
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -16,12 +15,13 @@ from typing import TypeVar
 import aiohttp
 import attrs
 
-from ._errors import InveterateError, add_request_context
+from ._context import add_request_context
+from ._errors import InveterateError
 from ._failfast import DEFAULT_ABORT_AFTER
 from ._fanout import CreditStream, CustomerId, Members, OnError
 from ._http import PreparedRequest, Response
 from ._models import Credit, CreditPage, CreditResult, LedgerPosition
-from ._pagination import iter_pages
+from ._pagination import credits_of, iter_pages, no_pages, start_cursor
 from ._redact import Redactor
 from ._request import (
     DEFAULT_BASE_URL,
@@ -38,6 +38,15 @@ from ._request import (
 from ._response import read_credit_result, read_credits_page
 from ._retry import RetryPolicy
 from ._sending import Sleep, send_with_retries
+from ._settings import (
+    UNSET,
+    Unset,
+    check_deadline,
+    check_max_retries,
+    client_timeout,
+    env_flag,
+    is_number,
+)
 from ._transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
 
 if sys.version_info >= (3, 11):
@@ -46,13 +55,6 @@ else:
     from typing_extensions import Self
 
 T = TypeVar("T")
-
-
-class _Unset(enum.Enum):
-    UNSET = enum.auto()
-
-
-UNSET = _Unset.UNSET
 
 
 class InveterateClient:
@@ -116,14 +118,14 @@ class InveterateClient:
         if base_url is None:
             base_url = os.environ.get("INVETERATE_BASE_URL") or DEFAULT_BASE_URL
         if allow_insecure_http is None:
-            allow_insecure_http = os.environ.get("INVETERATE_ALLOW_INSECURE_HTTP", "") in _TRUE
+            allow_insecure_http = env_flag("INVETERATE_ALLOW_INSECURE_HTTP")
         self._base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        _check_max_retries(max_retries)
-        if not _is_number(backoff_base) or not backoff_base >= 0:
+        check_max_retries(max_retries)
+        if not is_number(backoff_base) or not backoff_base >= 0:
             raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
         check_positive_int("max_connections", max_connections)
         check_positive_int("max_response_bytes", max_response_bytes)
-        self._deadline = _check_deadline(deadline)
+        self._deadline = check_deadline(deadline)
         self._redactor = Redactor(key)
         self._policy = RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base))
         self._sleep = sleep
@@ -131,7 +133,7 @@ class InveterateClient:
         self._transport = AiohttpTransport(
             headers=request_headers(key),
             session=session,
-            timeout=_client_timeout(timeout),
+            timeout=client_timeout(timeout),
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
         )
@@ -168,7 +170,7 @@ class InveterateClient:
         *,
         timeout: float | aiohttp.ClientTimeout | None = None,
         max_retries: int | None = None,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | Unset | None = UNSET,
         headers: Mapping[str, str] | None = None,
     ) -> Self:
         """A client with other settings on the same session: cheap, no new connections.
@@ -181,13 +183,13 @@ class InveterateClient:
         """
         derived = copy.copy(self)
         derived._transport = self._transport.with_timeout(
-            self._transport.timeout if timeout is None else _client_timeout(timeout)
+            self._transport.timeout if timeout is None else client_timeout(timeout)
         )
         if max_retries is not None:
-            _check_max_retries(max_retries)
+            check_max_retries(max_retries)
             derived._policy = attrs.evolve(self._policy, max_retries=max_retries)
         if deadline is not UNSET:
-            derived._deadline = _check_deadline(deadline)
+            derived._deadline = check_deadline(deadline)
         if headers is not None:
             derived._extra_headers = {**self._extra_headers, **check_extra_headers(headers)}
         return derived
@@ -196,7 +198,7 @@ class InveterateClient:
         self,
         request: PreparedRequest,
         read: Callable[[Response], T],
-        deadline: float | _Unset | None,
+        deadline: float | Unset | None,
     ) -> T:
         """Send, read, and pass any error through the one choke point."""
         if self._extra_headers:
@@ -208,7 +210,7 @@ class InveterateClient:
                 request,
                 policy=self._policy,
                 sleep=self._sleep,
-                deadline=self._deadline if deadline is UNSET else _check_deadline(deadline),
+                deadline=self._deadline if deadline is UNSET else check_deadline(deadline),
                 redactor=self._redactor,
             )
             headers = self._redactor.headers(response.headers)
@@ -228,7 +230,7 @@ class InveterateClient:
         *,
         limit: int | None = None,
         cursor: str | None = None,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | Unset | None = UNSET,
     ) -> CreditPage:
         """Fetch one page of a member's credit ledger.
 
@@ -263,16 +265,11 @@ class InveterateClient:
         encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
-        if start is not None:
-            if cursor is not None:
-                raise ValueError("pass cursor or start, not both")
-            if not isinstance(start, LedgerPosition):
-                raise ValueError(f"start must be a LedgerPosition, not {type(start).__name__}")
-            if start.done:
-                return _no_pages()
-            cursor = start.cursor
+        first = start_cursor(cursor_text(cursor), start)
+        if isinstance(first, LedgerPosition):  # finished: nothing left to read
+            return no_pages()
         fetch = partial(self._fetch_page, customer_id, page_size)
-        return iter_pages(fetch, customer_id, cursor_text(cursor), self._scrub)
+        return iter_pages(fetch, customer_id, first, self._scrub)
 
     async def _fetch_page(
         self, customer_id: CustomerId, page_size: int | None, cursor: str | None
@@ -293,7 +290,7 @@ class InveterateClient:
         Memory stays at one page. To resume after an interruption, keep the
         ``position`` of the last page you finished (see :meth:`iter_credit_pages`).
         """
-        return _credits(
+        return credits_of(
             self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor, start=start)
         )
 
@@ -360,7 +357,7 @@ class InveterateClient:
         *,
         note: str | None = None,
         force: bool | None = None,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | Unset | None = UNSET,
     ) -> CreditResult:
         """Add (positive ``amount``) or remove (negative) store credit for a member.
 
@@ -374,45 +371,3 @@ class InveterateClient:
         """
         request = create_credit_request(self._base_url, customer_id, amount, note=note, force=force)
         return await self._call(request, read_credit_result, deadline)
-
-
-async def _no_pages() -> AsyncGenerator[CreditPage, None]:
-    return
-    yield
-
-
-async def _credits(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Credit, None]:
-    try:
-        async for page in pages:
-            for credit in page.credits:
-                yield credit
-    finally:
-        await pages.aclose()
-
-
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-def _check_max_retries(max_retries: object) -> None:
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-
-
-def _check_deadline(deadline: object) -> float | None:
-    if deadline is None:
-        return None
-    if not _is_number(deadline) or not deadline > 0:  # type: ignore[operator]
-        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
-    return float(deadline)  # type: ignore[arg-type]
-
-
-def _client_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
-    if isinstance(timeout, aiohttp.ClientTimeout):
-        return timeout
-    if not _is_number(timeout) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return aiohttp.ClientTimeout(total=float(timeout))

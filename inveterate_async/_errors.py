@@ -20,8 +20,8 @@
 ``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
 ``outcome_unknown``: True for a write that may have been applied.
 
-Errors raised by a request pass through :func:`add_request_context`, which fills in
-the request and response they belong to and scrubs the API key out of all of them.
+Errors raised by a request pass through one choke point (``_context``), which fills
+in the request and response they belong to and scrubs the API key out of all of them.
 Every error is one line in ``str()``, and pickles to an equal error.
 """
 
@@ -91,12 +91,14 @@ class InveterateError(Exception):
             state["headers"] = CIMultiDict(state["headers"])
         return (_restore, (type(self), state))
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        """Fill in what the error lacks of its request and response (the choke point's job)."""
         if not self.method:
             self.method = request.method
             self.url = request.display_url
 
-    def _redact(self, redactor: Redactor) -> None:
+    def redact(self, redactor: Redactor) -> None:
+        """Scrub the key out of every attribute (the choke point's job)."""
         for name, value in vars(self).items():
             setattr(self, name, redactor.any(value))
         self.args = (self.message,)
@@ -246,8 +248,8 @@ class ServerError(APIStatusError):
         super().__init__(status, message, data, method, url, headers, body)
         self.outcome_unknown = outcome_unknown
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
-        super()._add_context(request, response)
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super().add_context(request, response)
         self.outcome_unknown = not request.replayable
 
     def _describe(self) -> str:
@@ -285,8 +287,8 @@ class InvalidResponseError(InveterateError):
         """The request id of the response, if it had one."""
         return request_id(self.headers)
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
-        super()._add_context(request, response)
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super().add_context(request, response)
         if response is not None and self.status is None:
             self.status = response.status
             self.headers = response.headers
@@ -343,31 +345,3 @@ STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
 }
-
-
-class ScrubbedCause(Exception):
-    """Stands in for a cause whose text held the API key (the text is kept, scrubbed)."""
-
-
-def add_request_context(
-    error: InveterateError,
-    request: PreparedRequest | None,
-    response: Response | None,
-    redactor: Redactor,
-) -> None:
-    """The one choke point: give ``error`` its request's context and scrub the key.
-
-    Every :class:`InveterateError` raised while making a request passes through here,
-    so no error path can forget either. Causes whose text holds the key are replaced
-    by a scrubbed stand-in.
-    """
-    if request is not None:
-        error._add_context(request, response)
-    error._redact(redactor)
-    cause = error.__cause__
-    if cause is not None and not isinstance(cause, InveterateError):
-        text = f"{cause!s} {cause!r}"
-        if redactor.text(text) != text:
-            error.__cause__ = ScrubbedCause(f"{type(cause).__name__}: {redactor.text(str(cause))}")
-    error.__context__ = error.__cause__
-    error.__suppress_context__ = True

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from ._errors import InveterateError, PaginationError
-from ._models import CreditPage
+from ._models import Credit, CreditPage, LedgerPosition
 
 FetchPage = Callable[[str | None], Awaitable[CreditPage]]
 
@@ -75,3 +75,34 @@ async def iter_pages(
             )
             scrub(error)
             raise error
+
+
+def start_cursor(cursor: str | None, start: LedgerPosition | None) -> str | LedgerPosition | None:
+    """The cursor to read from, or :attr:`LedgerPosition.FINISHED` when there is nothing
+    left to read.
+
+    :raises ValueError: for both ``cursor`` and ``start``, or a ``start`` of another type.
+    """
+    if start is None:
+        return cursor
+    if cursor is not None:
+        raise ValueError("pass cursor or start, not both")
+    if not isinstance(start, LedgerPosition):
+        raise ValueError(f"start must be a LedgerPosition, not {type(start).__name__}")
+    return LedgerPosition.FINISHED if start.done else start.cursor
+
+
+async def no_pages() -> AsyncGenerator[CreditPage, None]:
+    """A finished ledger: nothing to read."""
+    return
+    yield
+
+
+async def credits_of(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Credit, None]:
+    """The credits of ``pages``, in order; closing this closes ``pages``."""
+    try:
+        async for page in pages:
+            for credit in page.credits:
+                yield credit
+    finally:
+        await pages.aclose()

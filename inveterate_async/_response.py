@@ -2,7 +2,7 @@
 
 Pure functions with no I/O. The errors raised here carry what the response says;
 the request they belong to (and the scrubbing of the key) is added by the client at
-its one choke point, :func:`~inveterate_async._errors.add_request_context`.
+its one choke point, :func:`~inveterate_async._context.add_request_context`.
 """
 
 from __future__ import annotations
