@@ -146,21 +146,23 @@ def child_env(**extra: str) -> dict[str, str]:
 @contextmanager
 def spawned(
     argv: Sequence[str],
-    workdir: Path,
+    logs: Path,
     *,
     stdin: int | None = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process whose stdout and stderr go to files in ``workdir``; killed (if still
-    running) and reaped when the block ends."""
-    with (workdir / "stdout").open("wb") as out, (workdir / "stderr").open("wb") as err:
+    """A child process whose stdout and stderr go to files in the directory ``logs`` (made
+    if needed); killed (if still running) and reaped when the block ends."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "stdout").open("wb") as out, (logs / "stderr").open("wb") as err:
         proc = subprocess.Popen(
             list(argv),
             stdin=stdin,
             stdout=out,
             stderr=err,
             env=dict(env) if env is not None else child_env(),
-            cwd=workdir,
+            preexec_fn=preexec_fn,
         )
         try:
             yield proc
@@ -172,11 +174,11 @@ def spawned(
                 proc.stdin.close()
 
 
-def output_of(workdir: Path) -> tuple[str, str]:
+def output_of(logs: Path) -> tuple[str, str]:
     """The stdout and stderr a :func:`spawned` child wrote."""
     return (
-        (workdir / "stdout").read_text(encoding="utf-8"),
-        (workdir / "stderr").read_text(encoding="utf-8"),
+        (logs / "stdout").read_text(encoding="utf-8"),
+        (logs / "stderr").read_text(encoding="utf-8"),
     )
 
 

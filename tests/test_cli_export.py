@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import shlex
+import signal
 import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -759,3 +760,93 @@ def test_a_finished_export_whose_file_was_not_moved_is_exported_again(
 
     assert again.exit_code == 0, again.stderr
     assert csv_rows(out) == expected_rows(server, members)
+
+
+def test_sigterm_in_the_same_process_is_handled_like_ctrl_c(
+    server: ThreadedSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = seed_varied(server, 30)
+    out, state = tmp_path / "all.csv", tmp_path / "s.db"
+    args = ["credits", "export", *members, "--out", str(out), "--state", str(state),
+            "--page-size", "3"]  # fmt: skip
+    real_write = _target.Sink.write
+    writes: list[int] = []
+
+    def write(self: _target.Sink, data: bytes) -> None:
+        writes.append(1)
+        if len(writes) == 10:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the command's event loop
+        real_write(self, data)
+
+    monkeypatch.setattr(_target.Sink, "write", write)
+    terminated = api(server, *args)
+    monkeypatch.undo()
+
+    assert terminated.exit_code == 143
+    assert terminated.stderr.startswith("interrupted: ")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers are removed again
+    resumed = api(server, *args)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert csv_rows(out) == expected_rows(server, members)
+
+
+def test_a_failed_head_loses_its_written_rows_even_after_a_checkpoint(
+    server: ThreadedSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = seed_varied(server, 5)  # m5 has 9 credits: 3 pages
+    fail_after_first_cursor(server, "m5")
+    monkeypatch.setattr(_exporter, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after each event
+    out, state = tmp_path / "all.csv", tmp_path / "s.db"
+
+    result = api(
+        server, "credits", "export", *members, "--out", str(out), "--state", str(state),
+        "--page-size", "3", "--concurrency", "1",  # every member streams as the head
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert "  m5: ServerError: HTTP 500" in result.stderr
+    assert csv_rows(out) == expected_rows(server, members[:-1])
+
+
+def test_only_a_window_of_members_is_read_ahead_of_a_long_ledger(
+    server: ThreadedSandbox, tmp_path: Path
+) -> None:
+    server.call(server.sandbox.add_credits, "long", [f"{n}.00" for n in range(1, 61)])
+    others = server.call(server.sandbox.seed_members, _exporter.MIN_WINDOW + 20)
+    out = tmp_path / "all.csv"
+
+    result = api(
+        server, "credits", "export", "long", *others, "--out", str(out), "--page-size", "1",
+        "--concurrency", "8",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert csv_rows(out) == expected_rows(server, ["long", *others])
+    # While "long" was being read, its 60 pages one at a time, the other workers stopped
+    # after the window: the last members were only asked for after "long" was done.
+    gets = [r.customer_id for r in server.requests("GET")]
+    last_long = len(gets) - 1 - gets[::-1].index("long")
+    assert gets.index(others[-1]) > gets.index(others[_exporter.MIN_WINDOW - 2])
+    assert set(gets[last_long:]) >= set(others[-10:])
+
+
+@pytest.mark.parametrize("change", ["other head", "head missing"])
+def test_a_resume_whose_next_id_changed_is_refused(
+    server: ThreadedSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    server.call(server.sandbox.add_credits, "a", ["1.00"])
+    server.call(server.sandbox.add_credits, "b", [f"{n}.00" for n in range(1, 10)])
+    out, state = tmp_path / "all.csv", tmp_path / "s.db"
+    common = ["--out", str(out), "--state", str(state), "--page-size", "2", "--concurrency", "1"]
+    interrupt_after_writes(monkeypatch, 3)  # a, and b's first two pages
+    assert api(server, "credits", "export", "a", "b", *common).exit_code == 130
+    monkeypatch.undo()
+
+    ids = ["a", "c"] if change == "other head" else ["a"]
+    result = api(server, "credits", "export", *ids, *common)
+
+    assert result.exit_code == 2
+    reason = "id 2 is no longer 'b'" if change == "other head" else "'b' is missing from the ids"
+    assert f"saved in {state}: {reason}: give the same ids" in result.stderr
+    assert api(server, "credits", "export", "a", "b", *common).exit_code == 0
+    assert csv_rows(out) == expected_rows(server, ["a", "b"])

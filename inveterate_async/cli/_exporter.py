@@ -262,6 +262,8 @@ class OrderedExport:
             if member.status is _Status.DONE:
                 self._flush(member)
                 self._report.members_done += 1
+                if not self._sink.streams_head:
+                    self._sink.flush()  # a reader of stdout gets each member when it is done
             elif member.status is _Status.FAILED:
                 failure = FailedMember(member.index, member.member_id, member.error)
                 self._new_failures.append(failure)

@@ -17,7 +17,7 @@ import codecs
 import os
 import re
 import stat
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TextIO
 
 from ._exits import UsageFailure
@@ -39,7 +39,7 @@ def looks_like_column_name(line: str) -> bool:
     return _NOT_NAME.sub("", first_field).lower() in _COLUMN_NAMES
 
 
-async def read_lines(stream: TextIO) -> AsyncIterator[str]:
+async def read_lines(stream: TextIO) -> AsyncGenerator[str, None]:
     """Yield the lines of ``stream`` without their line ends, lazily.
 
     A pipe, terminal or socket is read when the event loop says it is readable (so the
@@ -96,7 +96,7 @@ def _watchable_fd(stream: TextIO) -> int | None:
     return fd
 
 
-async def _watched_lines(fd: int) -> AsyncIterator[str]:
+async def _watched_lines(fd: int) -> AsyncGenerator[str, None]:
     loop = asyncio.get_running_loop()
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     pending = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -51,10 +51,13 @@ class _RichTracker(Tracker):
 
 
 @contextmanager
-def ledger_progress(enabled: bool, *, redirect_stdout: bool) -> Iterator[Tracker]:
+def ledger_progress(
+    enabled: bool, *, redirect_stdout: bool, console: Console | None = None
+) -> Iterator[Tracker]:
     """A spinner with the credits and pages read so far (for ``credits list``).
 
-    ``redirect_stdout`` lets rows printed to the same terminal appear above it.
+    ``redirect_stdout`` lets rows printed to the same terminal appear above it;
+    ``console`` is where to draw it (default: stderr).
     """
     if not enabled:
         yield Tracker()
@@ -63,7 +66,7 @@ def ledger_progress(enabled: bool, *, redirect_stdout: bool) -> Iterator[Tracker
         SpinnerColumn(),
         TextColumn("reading ledger: {task.fields[credits]}, {task.fields[pages]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console or Console(stderr=True),
         transient=True,
         redirect_stdout=redirect_stdout,
         redirect_stderr=False,
@@ -77,13 +80,19 @@ def ledger_progress(enabled: bool, *, redirect_stdout: bool) -> Iterator[Tracker
 
 @contextmanager
 def export_progress(
-    enabled: bool, *, total: int | None, done: int = 0, console: Console | None = None
+    enabled: bool,
+    *,
+    total: int | None,
+    done: int = 0,
+    console: Console | None = None,
+    get_time: Callable[[], float] | None = None,
 ) -> Iterator[Tracker]:
     """A bar of members done (out of ``total`` when known, then with the time left),
     credits and rate.
 
     :param done: members already done (a resumed export).
     :param console: where to draw it (default: stderr).
+    :param get_time: the clock the time left is estimated with (default: monotonic).
     """
     if not enabled:
         yield Tracker()
@@ -104,6 +113,7 @@ def export_progress(
         console=console or Console(stderr=True),
         redirect_stdout=False,
         redirect_stderr=False,
+        get_time=get_time,
     )
     with progress:
         task = progress.add_task(

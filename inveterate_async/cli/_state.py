@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 import attrs
 
 from .. import LedgerPosition
-from ._exits import UsageFailure
+from ._exits import UsageFailure, WriteFailed
 
 SCHEMA_VERSION = 1
 
@@ -168,11 +168,6 @@ class StateFile:
         )
 
     @property
-    def partial_path(self) -> str | None:
-        """The partial output of the saved export."""
-        return None if self._row is None else str(self._row[2])
-
-    @property
     def complete(self) -> bool:
         """Whether the saved export was read to the end (only its file move may be left)."""
         return self._row is not None and bool(self._row[3])
@@ -225,13 +220,17 @@ class StateFile:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """A write transaction; a failure to write (a full disk) is :class:`WriteFailed`."""
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise WriteFailed(f"cannot write the state file {self.path}: {exc}") from None
 
 
 def _values(checkpoint: Checkpoint) -> tuple[object, ...]:
