@@ -11,22 +11,21 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack, suppress
-from typing import BinaryIO, TextIO
+from contextlib import ExitStack
+from typing import TextIO
 
-import attrs
 import click
 
 from .. import StreamAbortedError
 from ._core import Settings, connect, require_key
-from ._exits import CliError, Interrupted, UsageFailure, WriteFailed, describe, run, write_failed
-from ._exporter import ExportReport, IdsChanged, OrderedExport
+from ._exits import CliError, Interrupted, UsageFailure, WriteFailed, describe, run
+from ._export_job import ExportJob, finish, open_output, stop
+from ._exporter import OrderedExport
 from ._hints import hint
 from ._ids import MemberIds, count_ids, duplicates_warning, read_lines
 from ._output import EXPORT_COLUMNS, plural, row_encoder
 from ._progress import export_progress
-from ._state import Checkpoint, FailedMember, StateFile
+from ._state import Checkpoint, IdsChanged
 from ._target import OutputTarget, Sink
 from ._terminal import is_terminal
 
@@ -34,28 +33,6 @@ DEFAULT_CONCURRENCY = 8
 FAILURES_SHOWN = 20
 
 pass_settings = click.make_pass_decorator(Settings)
-
-
-@attrs.define
-class _Export:
-    """One invocation: its options (to print it again) and what it has set up so far."""
-
-    settings: Settings
-    words: list[str]  # the command after the global options, for hints
-    target: OutputTarget
-    fmt: str
-    state_path: str | None
-    failed_ids: str | None
-    report: ExportReport = attrs.field(factory=ExportReport)
-    state: StateFile | None = None
-    stream: BinaryIO | None = None
-    aborted: StreamAbortedError | None = None
-    duplicates: dict[str, int] = attrs.field(factory=dict)
-
-    @property
-    def keeps_partial(self) -> bool:
-        """Whether an early stop leaves a partial file and a state file to resume from."""
-        return self.state is not None and self.stream is not None
 
 
 @click.command("export")
@@ -143,7 +120,7 @@ def export_command(
     words += ["--failed-ids", failed_ids] if failed_ids is not None else []
     words += ["--concurrency", str(concurrency)] if concurrency != DEFAULT_CONCURRENCY else []
     words += ["--page-size", str(page_size)] if page_size is not None else []
-    job = _Export(settings, words, target, fmt, state_path, failed_ids)
+    job = ExportJob(settings, words, target, fmt, state_path, failed_ids)
     progress = is_terminal(sys.stderr)
     total = None
     if progress and ids_file != "-":
@@ -161,7 +138,7 @@ def export_command(
             )
             job.duplicates = ids.duplicates
             await ids.check_header()
-            start, stream = _open_output(job, header.encode(), client.base_url)
+            start, stream = open_output(job, header.encode(), client.base_url)
             sink = Sink(stream, name=target.name, seekable=target.is_file, state=job.state)
             with export_progress(progress, total=total, done=start.head) as tracker:
                 exporter = OrderedExport(
@@ -184,16 +161,16 @@ def export_command(
         try:
             seconds = run(main(ids_stream))
         except (CliError, IdsChanged) as exc:
-            _stop(job)
+            stop(job)
             raise _explained(job, exc) from None
     _warn_duplicates(job)
     if job.aborted is not None:
-        _stop(job)
+        stop(job)
         raise _explained(job, CliError(describe(job.aborted)))
     try:
-        _finish(job)
+        finish(job)
     except BaseException:
-        _stop(job)
+        stop(job)
         raise
     report = job.report
     click.echo(
@@ -219,75 +196,7 @@ def _check_options(
         raise UsageFailure(f"cannot write {failed_ids}: no such directory")
 
 
-def _open_output(job: _Export, header: bytes, base_url: str) -> tuple[Checkpoint, BinaryIO]:
-    """Open the state file and the output: where to start, and the stream to write."""
-    target = job.target
-    start = Checkpoint(offset=len(header))
-    if not target.is_file:
-        job.stream = target.open_direct()
-        Sink(job.stream, name=target.name, seekable=False).write(header)
-        return start, job.stream
-    if job.state_path is None:
-        job.stream = target.open_new(header)
-        return start, job.stream
-    identity = {"out": target.path, "format": job.fmt, "columns": ",".join(EXPORT_COLUMNS)}
-    job.state = StateFile(job.state_path, {**identity, "api": base_url})
-    saved = job.state.saved
-    if saved is None or job.state.complete:
-        job.stream = target.open_new(header)
-        job.state.start(target.partial_path, start)
-    else:
-        job.stream = target.open_saved(saved.offset)
-        job.report.failures = job.state.failures()
-        start = saved
-    job.report.saved = start
-    return start, job.stream
-
-
-def _stop(job: _Export) -> None:
-    """After an export stopped early: keep what can be resumed, remove what cannot."""
-    if job.stream is not None and not job.target.is_stdout:
-        with suppress(OSError):
-            job.stream.close()
-    if job.state is not None:
-        job.state.close()
-    elif job.stream is not None and job.target.is_file:
-        job.target.discard()
-
-
-def _finish(job: _Export) -> None:
-    """Every member was read: the failed ids, then the output into place, then no state."""
-    stream = job.stream
-    if stream is None:  # pragma: no cover - main() opens it before it can return
-        raise RuntimeError("the export has no output")
-    if job.state is not None:
-        job.state.mark_complete()
-    if job.failed_ids is not None:
-        _write_failed_ids(job.failed_ids, job.report.failures)
-    if job.target.is_file:
-        job.target.commit(stream)
-    else:
-        try:
-            stream.flush()
-            if not job.target.is_stdout:
-                stream.close()
-        except OSError as exc:
-            raise write_failed(job.target.name, exc, stream) from None
-    if job.state is not None:
-        job.state.delete()
-
-
-def _write_failed_ids(path: str, failures: Sequence[FailedMember]) -> None:
-    partial = f"{path}.partial"
-    try:
-        with open(partial, "w", encoding="utf-8", newline="\n") as file:
-            file.writelines(f"{failure.member_id}\n" for failure in failures)
-        os.replace(partial, path)
-    except OSError as exc:
-        raise write_failed(path, exc) from None
-
-
-def _explained(job: _Export, error: CliError | IdsChanged) -> CliError:
+def _explained(job: ExportJob, error: CliError | IdsChanged) -> CliError:
     """The error to show for an export that stopped early, saying what was kept."""
     if isinstance(error, IdsChanged):
         return UsageFailure(
@@ -311,7 +220,7 @@ def _explained(job: _Export, error: CliError | IdsChanged) -> CliError:
     return type(error)(f"{error.message}; {_not_written(job)}")
 
 
-def _saved_lines(job: _Export, resume: str) -> list[str]:
+def _saved_lines(job: ExportJob, resume: str) -> list[str]:
     saved = job.report.saved or Checkpoint()
     lines = [
         f"{plural(saved.rows, 'credit')} of {plural(saved.members_done, 'member')} are saved "
@@ -326,7 +235,7 @@ def _saved_lines(job: _Export, resume: str) -> list[str]:
     return lines
 
 
-def _not_written(job: _Export) -> str:
+def _not_written(job: ExportJob) -> str:
     report = job.report
     counts = f"{plural(report.rows, 'credit')} of {plural(report.members_done, 'member')}"
     if job.target.is_file:
@@ -334,13 +243,13 @@ def _not_written(job: _Export) -> str:
     return f"{counts} were written to {job.target.name} (incomplete)"
 
 
-def _warn_duplicates(job: _Export) -> None:
+def _warn_duplicates(job: ExportJob) -> None:
     warning = duplicates_warning(job.duplicates)
     if warning is not None:
         click.secho(warning, err=True, fg="yellow")
 
 
-def _failures_message(job: _Export) -> str:
+def _failures_message(job: ExportJob) -> str:
     failures = job.report.failures
     total = job.report.members_done + len(failures)
     lines = [

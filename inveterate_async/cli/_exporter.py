@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 
@@ -30,21 +29,12 @@ from ._exits import WriteFailed, describe
 from ._output import Row, credit_row
 from ._progress import Tracker
 from ._spool import Spool
-from ._state import Checkpoint, FailedMember
+from ._state import Checkpoint, FailedMember, IdsChanged, chain_digest
 from ._target import Sink
 
 CHECKPOINT_SECONDS = 0.25
 MIN_WINDOW = 64
 WINDOW_PER_WORKER = 8
-
-
-class IdsChanged(Exception):
-    """A resumed export was not given the ids of the export it resumes."""
-
-
-def chain_digest(digest: str, member_id: str) -> str:
-    """The digest of the ids so far, after one more id."""
-    return hashlib.sha256(f"{digest}\n{member_id}".encode()).hexdigest()
 
 
 class _Status(enum.Enum):
@@ -97,14 +87,13 @@ class OrderedExport:
         start: Checkpoint,
         report: ExportReport,
         tracker: Tracker | None = None,
-        spool: Spool | None = None,
     ) -> None:
         self._sink = sink
         self._encode = encode
         self._start = start
         self._report = report
         self._tracker = tracker or Tracker()
-        self._spool = spool or Spool()
+        self._spool = Spool()
         self._head = start.head
         self._next_index = start.head
         self._offset = start.offset
@@ -118,17 +107,9 @@ class OrderedExport:
         self._window = MIN_WINDOW
         self._last_save = 0.0
         report.rows, report.members_done = start.rows, start.members_done
-        if start.head_id is not None:
-            # Known before the fan-out starts, so a checkpoint taken at once keeps its rows.
-            self._add(
-                _Member(
-                    start.head,
-                    start.head_id,
-                    start.head_position,
-                    written=start.head_rows,
-                    start=start.head_start,
-                )
-            )
+        if start.head_id is not None:  # added now: a checkpoint taken at once keeps its rows
+            head = _Member(start.head, start.head_id, start.head_position, written=start.head_rows)
+            self._add(head).start = start.head_start
 
     async def run(
         self,

@@ -18,6 +18,7 @@ Positions per member follow from the export's order: members before ``head`` are
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -66,6 +67,15 @@ _CHECKPOINT_COLUMNS = (
     "members_done",
     "ids_digest",
 )
+
+
+class IdsChanged(Exception):
+    """A resumed export was not given the ids of the export it resumes."""
+
+
+def chain_digest(digest: str, member_id: str) -> str:
+    """The digest of the ids so far (:attr:`Checkpoint.ids_digest`), after one more id."""
+    return hashlib.sha256(f"{digest}\n{member_id}".encode()).hexdigest()
 
 
 @attrs.frozen
