@@ -151,6 +151,7 @@ def spawned(
     stdin: int | None = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A child process whose stdout and stderr go to files in the directory ``logs`` (made
     if needed); killed (if still running) and reaped when the block ends."""
@@ -163,6 +164,7 @@ def spawned(
             stderr=err,
             env=dict(env) if env is not None else child_env(),
             preexec_fn=preexec_fn,
+            cwd=cwd,
         )
         try:
             yield proc

@@ -594,7 +594,7 @@ def test_an_interrupted_export_resumes_with_the_same_command(
     assert rest[-1].startswith("to resume, run the same command (add your --api-key, or set ")
     assert hinted_command(stopped.stderr, "to resume") == [
         "--base-url", server.base_url, "--max-retries", "0", *args[:-6],
-        "--format", "csv", "--state", str(state), "--concurrency", "5", "--page-size", "3",
+        "--state", str(state), "--concurrency", "5", "--page-size", "3",
     ]  # fmt: skip
     assert not out.exists()
     assert partial.exists()

@@ -177,7 +177,13 @@ def test_timeout_bounds_one_attempt(tmp_path: Path) -> None:
 
 def test_hints_repeat_the_global_options_but_never_the_key() -> None:
     sandbox = Settings(sandbox=True, sandbox_members=5, max_retries=1, timeout=2.5)
-    remote = Settings(api_key="k", base_url="https://api.example/v2.0", key_in_arguments=True)
+    remote = Settings(
+        api_key="k",
+        base_url="https://api.example/v2.0",
+        key_in_arguments=True,
+        base_url_in_arguments=True,
+    )
+    from_environment = Settings(api_key="k", base_url="https://api.example/v2.0")
 
     assert command_line(sandbox, ["credits", "list", "1"]) == (
         "inveterate --sandbox --sandbox-members 5 --max-retries 1 --timeout 2.5 credits list 1"
@@ -185,6 +191,7 @@ def test_hints_repeat_the_global_options_but_never_the_key() -> None:
     assert command_line(remote, ["credits", "list", "a b"]) == (
         "inveterate --base-url https://api.example/v2.0 credits list 'a b'"
     )
+    assert command_line(from_environment, ["credits", "list", "1"]) == "inveterate credits list 1"
 
 
 # --- reading ids --------------------------------------------------------------------

@@ -102,6 +102,7 @@ def app(
         max_retries=max_retries,
         timeout=timeout,
         key_in_arguments=ctx.get_parameter_source("api_key") == ParameterSource.COMMANDLINE,
+        base_url_in_arguments=ctx.get_parameter_source("base_url") == ParameterSource.COMMANDLINE,
     )
 
 

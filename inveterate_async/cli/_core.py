@@ -35,7 +35,8 @@ class Settings:
     """The group's global options.
 
     ``key_in_arguments``: the key was given with ``--api-key`` (not the environment), so a
-    command printed for the user to run again needs it added back.
+    command printed for the user to run again needs it added back; ``base_url_in_arguments``:
+    ``--base-url`` was given, so such a command repeats it.
     """
 
     api_key: str | None = attrs.field(default=None, repr=False)
@@ -45,6 +46,7 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
     key_in_arguments: bool = False
+    base_url_in_arguments: bool = False
 
 
 def require_key(settings: Settings) -> None:

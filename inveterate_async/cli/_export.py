@@ -108,6 +108,7 @@ def export_command(
         raise click.UsageError("nothing to export: give MEMBER_IDs and/or --ids-file")
     if skip_header and ids_file is None:
         raise UsageFailure("--skip-header is about the first line of --ids-file")
+    given_fmt = fmt is not None
     fmt = fmt or ("jsonl" if out.lower().endswith((".jsonl", ".ndjson")) else "csv")
     target = OutputTarget(out)
     _check_options(settings, target, state_path, failed_ids)
@@ -115,7 +116,8 @@ def export_command(
     words = ["credits", "export", *member_ids]
     words += ["--ids-file", ids_file] if ids_file is not None else []
     words += ["--skip-header"] if skip_header else []
-    words += ["--out", out, "--format", fmt] + (["--force"] if force else [])
+    words += ["--out", out] + (["--format", fmt] if given_fmt else [])
+    words += ["--force"] if force else []
     words += ["--state", state_path] if state_path is not None else []
     words += ["--failed-ids", failed_ids] if failed_ids is not None else []
     words += ["--concurrency", str(concurrency)] if concurrency != DEFAULT_CONCURRENCY else []

@@ -1,7 +1,8 @@
 """Command lines printed for the user to run next (resume, retry, check), quoted for a shell.
 
-They repeat the global options that matter (never the API key: when it was given with
-``--api-key``, the hint says to add it back).
+They repeat the global options given on the command line (settings from the environment are
+still there when the user runs them), never the API key: when it was given with
+``--api-key``, the hint says to add it back.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from ._core import DEFAULT_MAX_RETRIES, DEFAULT_SANDBOX_MEMBERS, DEFAULT_TIMEOUT
 
 
 def global_words(settings: Settings) -> list[str]:
-    """``inveterate`` and the global options that were given, except the key."""
+    """``inveterate`` and the global options given as arguments, except the key."""
     words = ["inveterate"]
     if settings.sandbox:
         words.append("--sandbox")
         if settings.sandbox_members != DEFAULT_SANDBOX_MEMBERS:
             words += ["--sandbox-members", str(settings.sandbox_members)]
-    elif settings.base_url:
+    elif settings.base_url and settings.base_url_in_arguments:
         words += ["--base-url", settings.base_url]
     if settings.max_retries != DEFAULT_MAX_RETRIES:
         words += ["--max-retries", str(settings.max_retries)]
