@@ -6,6 +6,7 @@ The crash tests with real processes and signals are in ``test_cli_signals.py``.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -13,18 +14,19 @@ import shlex
 import signal
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from inveterate_async import CreditPage, LedgerPage
 from inveterate_async.cli import _exporter, _target
 from inveterate_async.cli._ids import looks_like_column_name
 from inveterate_async.cli._output import EXPORT_COLUMNS
 from inveterate_async.cli._spool import Spool
-from inveterate_async.cli._state import StateFile
+from inveterate_async.cli._state import Checkpoint, StateFile
 
 from .cli_support import (
     API_KEY,
@@ -412,6 +414,8 @@ def test_another_export_writing_the_same_file_is_refused(
         (["1", "--out", "-", "--state", "s.db"], "--state needs --out FILE"),
         (["1", "--out", "/dev/null", "--state", "s.db"], "--state needs --out FILE"),
         (["1", "--out", "x.csv", "--failed-ids", "no/such/f.txt"], "cannot write no/such/f.txt"),
+        (["1", "--out", "x.csv", "--state", "x.csv"], "--state must not be the --out file"),
+        (["1", "--out", "x.csv", "--failed-ids", "./x.csv"], "--failed-ids must not be the --out"),
     ],
 )
 def test_usage_errors_send_nothing_and_create_nothing(
@@ -561,14 +565,15 @@ def test_progress_bar_on_a_terminal(
 
 
 def interrupt_after_writes(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
-    """Ctrl-C during the export, just before its ``writes + 1``-th write to the output."""
+    """Ctrl-C (a real SIGINT to this process) during the export's ``writes``-th write to the
+    output: the command's handler cancels it at its next await."""
     real_write = _target.Sink.write
     done: list[int] = []
 
     def write(self: _target.Sink, data: bytes) -> None:
-        if len(done) == writes:
-            raise KeyboardInterrupt
         done.append(1)
+        if len(done) == writes:
+            os.kill(os.getpid(), signal.SIGINT)
         real_write(self, data)
 
     monkeypatch.setattr(_target.Sink, "write", write)
@@ -850,3 +855,42 @@ def test_a_resume_whose_next_id_changed_is_refused(
     assert f"saved in {state}: {reason}: give the same ids" in result.stderr
     assert api(server, "credits", "export", "a", "b", *common).exit_code == 0
     assert csv_rows(out) == expected_rows(server, ["a", "b"])
+
+
+def test_an_export_never_finishes_with_a_member_it_did_not_hear_the_end_of(
+    tmp_path: Path,
+) -> None:
+    class SilentStream:
+        """A fan-out that delivers a page but never says the member finished."""
+
+        def __init__(self, members: AsyncIterator[Any]) -> None:
+            self.members = members
+
+        async def __aenter__(self) -> SilentStream:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def events(self) -> AsyncIterator[object]:
+            async for member_id, _ in self.members:
+                yield LedgerPage(member_id, CreditPage((), "next"))
+
+    class Client:
+        def iter_credits_many(self, members: AsyncIterator[Any], **options: Any) -> SilentStream:
+            return SilentStream(members)
+
+    async def ids() -> AsyncIterator[str]:
+        yield "a"
+
+    target = _target.OutputTarget(str(tmp_path / "x.csv"))
+    stream = target.open_new(b"")
+    exporter = _exporter.OrderedExport(
+        _target.Sink(stream, name="x.csv", seekable=True),
+        lambda rows: "",
+        start=Checkpoint(),
+        report=_exporter.ExportReport(),
+    )
+    with pytest.raises(RuntimeError, match="lost track of 1 members"):
+        asyncio.run(exporter.run(Client(), ids(), concurrency=1, page_size=None))  # type: ignore[arg-type]
+    stream.close()

@@ -151,7 +151,9 @@ class OrderedExport:
                 raise RuntimeError(f"the export lost track of {len(self._by_index)} members")
             self._sink.flush()
             self._save()
-        except WriteFailed:
+        except (WriteFailed, KeyboardInterrupt, SystemExit):
+            # The output may be half-written, or the stop may have come between two steps
+            # of the bookkeeping: the last checkpoint saved stays the one to resume from.
             raise
         except BaseException:
             self._save_on_stop()
@@ -318,8 +320,9 @@ class OrderedExport:
             self._save()
 
     def _save_on_stop(self) -> None:
-        # Stopped by a signal, a fan-out abort or bad ids: the output is intact, so the
-        # checkpoint can be brought up to date. If that fails, the last one still holds.
+        # Stopped at an await (a signal's cancellation, a fan-out abort, bad ids): the output
+        # and the bookkeeping agree, so the checkpoint can be brought up to date. If that
+        # fails, the last one still holds.
         with suppress(WriteFailed):
             self._save()
 
