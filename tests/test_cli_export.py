@@ -366,6 +366,23 @@ def test_force_replaces_the_file_only_when_complete_and_keeps_its_mode(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
+def test_a_symbolic_link_is_followed_and_stays_a_link(
+    server: ThreadedSandbox, tmp_path: Path
+) -> None:
+    server.call(server.sandbox.add_credits, "1", ["1.00"])
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "all.csv"
+    real.write_text("yesterday\n", encoding="utf-8")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+
+    result = api(server, "credits", "export", "1", "--out", str(link), "--force")
+
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink()
+    assert csv_rows(real) == expected_rows(server, ["1"])
+
+
 def test_a_wrong_base_url_leaves_yesterdays_export_alone(tmp_path: Path) -> None:
     out = tmp_path / "all.csv"
     out.write_text("yesterday\n", encoding="utf-8")

@@ -197,7 +197,7 @@ def _check_options(
     if failed_ids is not None and not os.path.isdir(os.path.dirname(os.path.abspath(failed_ids))):
         raise UsageFailure(f"cannot write {failed_ids}: no such directory")
     for option, path in (("--state", state_path), ("--failed-ids", failed_ids)):
-        if path is not None and os.path.abspath(path) == target.path:
+        if path is not None and os.path.realpath(path) == target.path:
             raise UsageFailure(f"{option} must not be the --out file")
 
 

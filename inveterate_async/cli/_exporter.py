@@ -293,13 +293,14 @@ class OrderedExport:
 
     def _checkpoint(self) -> Checkpoint:
         head = self._by_index.get(self._head)
-        partial = head is not None and head.written > 0
+        if head is None or not head.written:  # nothing of it in the output yet
+            head = _Member(self._head, "", start=self._offset)
         return Checkpoint(
             head=self._head,
-            head_id=head.member_id if head is not None and partial else None,
-            head_position=head.position if head is not None and partial else LedgerPosition.START,
-            head_start=head.start if head is not None and partial else self._offset,
-            head_rows=head.written if head is not None and partial else 0,
+            head_id=head.member_id or None,
+            head_position=head.position,
+            head_start=head.start,
+            head_rows=head.written,
             offset=self._offset,
             rows=self._report.rows,
             members_done=self._report.members_done,

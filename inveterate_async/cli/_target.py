@@ -35,7 +35,8 @@ class OutputTarget:
         self.out = out
         self.is_stdout = out == "-"
         self.name = "stdout" if self.is_stdout else out
-        self.path = "" if self.is_stdout else os.path.abspath(out)
+        # A symbolic link is followed: the file it points to is replaced, the link stays.
+        self.path = "" if self.is_stdout else os.path.realpath(out)
         directory, base = os.path.split(self.path)
         self.partial_path = os.path.join(directory, f".{base}.partial")
         self.is_file = not self.is_stdout and not _is_special(self.path)
