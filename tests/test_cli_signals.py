@@ -131,9 +131,11 @@ def test_export_killed_and_terminated_at_random_points_resumes_to_the_same_bytes
     signals = [signal.SIGKILL, signal.SIGTERM] * (KILL_ROUNDS // 2)
     rng.shuffle(signals)
     rounds = []
-    for number, signum in enumerate(signals):
+    # First a SIGKILL right after the start, before any periodic checkpoint: only the one
+    # the export starts with exists then.
+    for number, signum in enumerate([signal.SIGKILL, *signals]):
         server.call(server.sandbox.reset_stats)
-        kill_after = rng.randint(30, 90)
+        kill_after = rng.randint(30, 90) if number else 3
         logs = tmp_path / f"round{number}"
         with spawned(cli(*words), logs) as proc:
 

@@ -58,11 +58,15 @@ class OutputTarget:
             )
 
     def open_new(self, header: bytes) -> BinaryIO:
-        """The partial file, emptied, with ``header`` written (a file target only)."""
+        """The partial file, emptied, with ``header`` written and on disk (a first checkpoint
+        may count it at once)."""
         stream = self._open_partial(create=True)
         try:
             stream.truncate(0)
             stream.write(header)
+            stream.flush()
+            os.fsync(stream.fileno())
+            _fsync_directory(os.path.dirname(self.path))
         except OSError as exc:
             stream.close()
             raise write_failed(self.name, exc) from None
