@@ -69,7 +69,7 @@ def ledger_progress(
         console=console or Console(stderr=True),
         transient=True,
         redirect_stdout=redirect_stdout,
-        redirect_stderr=False,
+        redirect_stderr=True,  # log lines (-v) print above the display
     )
     with progress:
         task = progress.add_task(
@@ -112,7 +112,7 @@ def export_progress(
         *columns,
         console=console or Console(stderr=True),
         redirect_stdout=False,
-        redirect_stderr=False,
+        redirect_stderr=True,  # log lines (-v) print above the display
         get_time=get_time,
     )
     with progress:
