@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import click
 
 from .. import __version__
+from ._cluster import cluster_group
 from ._core import Settings
 from ._credits import credits_group
 from ._demo import demo_command
@@ -82,6 +83,7 @@ def app(
 
 
 app.add_command(credits_group)
+app.add_command(cluster_group)
 app.add_command(sandbox_command)
 app.add_command(demo_command)
 

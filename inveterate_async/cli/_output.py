@@ -10,7 +10,7 @@ import csv
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -18,10 +18,13 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from .. import Credit
+# Shared with the cluster workers; re-exported for the other CLI modules.
+from .._rows import CREDIT_COLUMNS as CREDIT_COLUMNS
+from .._rows import EXPORT_COLUMNS as EXPORT_COLUMNS
+from .._rows import credit_row as credit_row
+from .._rows import json_line
+from .._rows import json_text as json_text
 
-CREDIT_COLUMNS = ("created_at", "amount", "new_balance", "reason", "note", "id")
-EXPORT_COLUMNS = ("member_id", *CREDIT_COLUMNS)
 FORMATS = ("table", "jsonl", "csv")
 
 Row = Sequence[Any]
@@ -40,34 +43,6 @@ _TABLE_WIDTHS = MappingProxyType(
 )
 _MIN_NOTE_WIDTH = 8
 _MONEY_COLUMNS = frozenset({"amount", "new_balance"})
-
-
-def credit_row(credit: Credit) -> tuple[Any, ...]:
-    """The values of :data:`CREDIT_COLUMNS` for one credit (``id`` comes from ``raw``)."""
-    return (
-        None if credit.created_at is None else credit.created_at.isoformat(),
-        credit.amount,
-        credit.new_balance,
-        credit.reason,
-        credit.note,
-        credit.raw.get("id"),
-    )
-
-
-def json_text(value: Any) -> str:
-    """JSON text of a value, writing every Decimal as a number with its exact digits."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot write {value} as a JSON number")
-        return str(value)
-    if isinstance(value, Mapping):
-        items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{json_text(v)}" for k, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(json_text(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def cell_text(value: Any) -> str:
@@ -117,10 +92,7 @@ class JsonLinesWriter(RowWriter):
         self._keys = [json.dumps(name) + ":" for name in self.columns]
 
     def write_row(self, row: Row) -> None:
-        fields = ",".join(
-            key + json_text(value) for key, value in zip(self._keys, row, strict=True)
-        )
-        self.stream.write("{" + fields + "}\n")
+        self.stream.write(json_line(self._keys, row))
         self.rows += 1
 
 

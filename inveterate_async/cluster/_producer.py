@@ -1,0 +1,304 @@
+"""The producer's side: plan the shards, queue them once, watch them, report."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+from arq import ArqRedis, create_pool
+from arq.constants import in_progress_key_prefix, result_key_prefix
+from arq.jobs import deserialize_result
+
+from .._rows import EXPORT_COLUMNS
+from ._files import count_lines, write_atomically
+from ._settings import (
+    DEFAULT_SHARD_SIZE,
+    EXPORTS_KEY,
+    JOB_FUNCTION,
+    KEEP_RESULT,
+    QUEUE_NAME,
+    deserialize,
+    job_id,
+    redis_settings,
+    serialize,
+)
+from ._shard import ShardSpec, shard_file
+
+MANIFEST = "export.json"
+"""The file in the output folder that says which export it holds."""
+
+
+class ExportConflict(ValueError):
+    """The output folder holds another export (other members or shard size)."""
+
+
+@attrs.frozen
+class ExportPlan:
+    """An export cut into shards; the same ids, folder and shard size give the same plan.
+
+    :ivar export_id: a digest of the folder, the shard size and the member ids.
+    :ivar out: the output folder, absolute.
+    :ivar shards: the member ids of each shard, in order.
+    :ivar duplicates: ids given more than once (each member is exported once).
+    """
+
+    export_id: str
+    out: Path
+    shard_size: int
+    page_size: int | None
+    shards: tuple[tuple[str, ...], ...]
+    duplicates: int = 0
+
+    @property
+    def members(self) -> int:
+        """The number of members exported."""
+        return sum(len(shard) for shard in self.shards)
+
+    def spec(self, shard: int) -> ShardSpec:
+        """The job argument of shard number ``shard``."""
+        return ShardSpec(self.export_id, shard, str(self.out), self.shards[shard], self.page_size)
+
+    def shard_files(self) -> list[Path]:
+        """The shards' files, in order."""
+        return [shard_file(self.out, shard) for shard in range(len(self.shards))]
+
+
+def plan_export(
+    member_ids: Iterable[str],
+    out: str | Path,
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    page_size: int | None = None,
+) -> ExportPlan:
+    """Cut the member ids into shards of ``shard_size``, dropping repeated ids.
+
+    :raises ValueError: for no ids, an empty id, or a size below 1.
+    """
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
+    if page_size is not None and (type(page_size) is not int or page_size < 1):
+        raise ValueError(f"page_size must be an int >= 1 or None, got {page_size!r}")
+    given = 0
+    unique: dict[str, None] = {}
+    for member in member_ids:
+        if not isinstance(member, str) or not member:
+            raise ValueError(f"member ids must be non-empty str, got {member!r}")
+        given += 1
+        unique[member] = None
+    if not unique:
+        raise ValueError("nothing to export: no member ids")
+    ids = list(unique)
+    folder = Path(out).absolute()
+    digest = hashlib.sha256(f"{folder}\n{shard_size}\n".encode())
+    for member in ids:
+        digest.update(member.encode() + b"\n")
+    shards = tuple(tuple(ids[at : at + shard_size]) for at in range(0, len(ids), shard_size))
+    return ExportPlan(
+        digest.hexdigest()[:20], folder, shard_size, page_size, shards, given - len(ids)
+    )
+
+
+def prepare_output(plan: ExportPlan) -> None:
+    """Create the output folder and its manifest, or check that it holds this export.
+
+    :raises ExportConflict: if the folder holds another export.
+    :raises OSError: if the folder cannot be written.
+    """
+    plan.out.mkdir(parents=True, exist_ok=True)
+    manifest = plan.out / MANIFEST
+    if manifest.exists():
+        try:
+            found = json.loads(manifest.read_text(encoding="utf-8")).get("export")
+        except (ValueError, AttributeError):
+            found = None
+        if found != plan.export_id:
+            raise ExportConflict(
+                f"{plan.out} holds another export (other member ids or shard size): "
+                "use an empty folder, or the same ids and --shard-size"
+            )
+        return
+    record = {
+        "export": plan.export_id,
+        "members": plan.members,
+        "shards": len(plan.shards),
+        "shard_size": plan.shard_size,
+        "columns": list(EXPORT_COLUMNS),
+        "files": "shard-NNNNNN.jsonl",
+    }
+    write_atomically(manifest, lambda file: file.write(json.dumps(record, indent=2) + "\n"))
+
+
+async def connect(redis_url: str) -> ArqRedis:
+    """A connection pool to the broker that queues shard jobs (JSON, retrying blips).
+
+    :raises ValueError: for a bad URL.
+    :raises redis.exceptions.RedisError: if the broker cannot be reached.
+    """
+    return await create_pool(
+        redis_settings(redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=QUEUE_NAME,
+    )
+
+
+@attrs.frozen
+class Submitted:
+    """What :func:`submit_export` did: shards queued now, queued or running before, done."""
+
+    queued: list[int]
+    pending: list[int]
+    done: list[int]
+
+
+async def submit_export(redis: ArqRedis, plan: ExportPlan) -> Submitted:
+    """Queue every shard that has no file yet, each under its fixed job id.
+
+    A shard already queued or running is left alone; one that failed earlier is queued
+    again (it resumes from its journal). Running this twice queues nothing twice.
+    """
+    record = {"out": str(plan.out), "members": plan.members, "shards": len(plan.shards)}
+    record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    await cast("Awaitable[int]", redis.hsetnx(EXPORTS_KEY, plan.export_id, json.dumps(record)))
+    await redis.expire(EXPORTS_KEY, KEEP_RESULT)
+    queued: list[int] = []
+    pending: list[int] = []
+    done: list[int] = []
+    for shard, path in enumerate(plan.shard_files()):
+        if path.exists():
+            done.append(shard)
+            continue
+        key = result_key_prefix + job_id(plan.export_id, shard)
+        raw = await redis.get(key)
+        if raw is not None and not deserialize_result(raw, deserializer=deserialize).success:
+            await redis.delete(key)  # failed before: try again, from its journal
+        elif raw is not None:
+            pending.append(shard)  # finished, but its file is not here: reported by the wait
+            continue
+        job = await redis.enqueue_job(
+            JOB_FUNCTION,
+            plan.spec(shard).to_json(),
+            _job_id=job_id(plan.export_id, shard),
+            _queue_name=QUEUE_NAME,
+            _expires=KEEP_RESULT,
+        )
+        (queued if job is not None else pending).append(shard)
+    return Submitted(queued, pending, done)
+
+
+@attrs.define
+class Progress:
+    """The running totals of an export while it is waited for."""
+
+    shards: int
+    done: int = 0
+    members: int = 0
+    credits: int = 0
+    failed: dict[int, str] = attrs.field(factory=dict)
+
+    def add_done(self, summary: dict[str, Any]) -> None:
+        """Count a finished shard."""
+        self.done += 1
+        self.members += int(summary["members"])
+        self.credits += int(summary["credits"])
+
+
+async def wait_for_export(
+    redis: ArqRedis,
+    plan: ExportPlan,
+    submitted: Submitted,
+    *,
+    on_progress: Callable[[Progress], object] = lambda progress: None,
+    poll_seconds: float = 0.5,
+) -> Progress:
+    """Wait until every shard is done or failed; the progress after each look.
+
+    :returns: the totals; ``failed`` maps shard numbers to their error text.
+    """
+    progress = Progress(len(plan.shards))
+    for shard in submitted.done:
+        rows = await asyncio.to_thread(count_lines, shard_file(plan.out, shard))
+        progress.add_done({"members": len(plan.shards[shard]), "credits": rows})
+    waiting = sorted([*submitted.queued, *submitted.pending])
+    on_progress(progress)
+    while waiting:
+        keys = [result_key_prefix + job_id(plan.export_id, shard) for shard in waiting]
+        found = await redis.mget(keys)
+        still: list[int] = []
+        for shard, raw in zip(waiting, found, strict=True):
+            if raw is None:
+                still.append(shard)
+                continue
+            result = deserialize_result(raw, deserializer=deserialize)
+            if not result.success:
+                progress.failed[shard] = str(result.result)
+            elif not shard_file(plan.out, shard).exists():
+                progress.failed[shard] = (
+                    f"a worker wrote shard {shard}, but it is not in {plan.out}: the output "
+                    "folder must be shared storage, at the same path on every machine"
+                )
+            else:
+                progress.add_done(result.result)
+        waiting = still
+        on_progress(progress)
+        if waiting:
+            await asyncio.sleep(poll_seconds)
+    return progress
+
+
+@attrs.frozen
+class ExportStatus:
+    """One export known to the broker, and how many of its shards are in each state."""
+
+    export_id: str
+    out: str
+    members: int
+    counts: dict[str, int]
+
+
+async def export_statuses(redis: ArqRedis) -> list[ExportStatus]:
+    """Every export the broker knows, oldest first, with its shards counted by state:
+    ``queued``, ``running``, ``done``, ``failed`` and ``unknown`` (result expired)."""
+    records = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(EXPORTS_KEY))
+    statuses = []
+    for raw_id, raw_record in records.items():
+        export_id = raw_id.decode()
+        record = json.loads(raw_record)
+        states = await shard_states(redis, export_id, int(record["shards"]))
+        counts = {state: states.count(state) for state in _STATES}
+        statuses.append(
+            (record["created"], ExportStatus(export_id, record["out"], record["members"], counts))
+        )
+    return [status for _, status in sorted(statuses, key=lambda item: item[0])]
+
+
+_STATES = ("queued", "running", "done", "failed", "unknown")
+
+
+async def shard_states(redis: ArqRedis, export_id: str, shards: int) -> list[str]:
+    """The state of each shard of an export, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in range(shards):
+            jid = job_id(export_id, shard)
+            pipe.get(result_key_prefix + jid)
+            pipe.exists(in_progress_key_prefix + jid)
+            pipe.zscore(QUEUE_NAME, jid)
+        answers: Sequence[Any] = await pipe.execute()
+    states = []
+    for at in range(0, len(answers), 3):
+        raw, running, score = answers[at : at + 3]
+        if raw is not None:
+            states.append(
+                "done" if deserialize_result(raw, deserializer=deserialize).success else "failed"
+            )
+        elif running:
+            states.append("running")
+        else:
+            states.append("queued" if score is not None else "unknown")
+    return states
