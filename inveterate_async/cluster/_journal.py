@@ -1,8 +1,9 @@
 """A shard's journal: the rows read so far and where each member's ledger stands.
 
-One SQLite file per shard, in WAL mode: each page's rows and the member's new position are
-one transaction, so a worker killed at any point leaves a journal that is either before
-or after a page, never in between. The next run resumes every member from its position.
+One SQLite file per shard, in WAL mode: pages' rows and their members' new positions are
+committed together, a few dozen pages at a time, so a worker killed at any point leaves a
+journal that is before or after each page, never in between. The next run resumes every
+member from its position: at most the pages not yet committed are read again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class ShardJournal:
             raise
         self._index: dict[str, int] = {}
         self._rows: dict[int, int] = {}
+        self._pending_rows: list[tuple[int, int, str]] = []
+        self._pending_positions: dict[int, tuple[str, int]] = {}
 
     def close(self) -> None:
         """Close the database (the file stays for the next run)."""
@@ -100,18 +103,35 @@ class ShardJournal:
         return [(member, position) for member, position in positions if not position.done]
 
     def record_page(self, member_id: str, lines: Iterable[str], position: LedgerPosition) -> None:
-        """Store a page's rows and the member's position after it, in one transaction."""
+        """Take a page's rows and the member's position after it; :meth:`commit` stores
+        them (pages are kept whole: a crash loses whole pages, which are read again)."""
         idx = self._index[member_id]
         first = self._rows[idx]
         rows = [(idx, first + offset, text) for offset, text in enumerate(lines)]
+        self._rows[idx] = first + len(rows)
+        self._pending_rows.extend(rows)
+        self._pending_positions[idx] = (position.to_json(), self._rows[idx])
+
+    @property
+    def pending(self) -> int:
+        """Members with pages taken but not committed yet."""
+        return len(self._pending_positions)
+
+    def commit(self) -> None:
+        """Store the pages taken since the last commit, in one transaction."""
+        if not self._pending_positions:
+            return
         with self._transaction():
-            self._db.executemany("INSERT INTO line (idx, seq, text) VALUES (?, ?, ?)", rows)
-            self._db.execute(
+            self._db.executemany(
+                "INSERT INTO line (idx, seq, text) VALUES (?, ?, ?)", self._pending_rows
+            )
+            self._db.executemany(
                 "UPDATE member SET position = ?, rows = ? WHERE idx = ?",
-                (position.to_json(), first + len(rows), idx),
+                ((text, rows, idx) for idx, (text, rows) in self._pending_positions.items()),
             )
             self._set_meta("stalled_runs", "0")
-        self._rows[idx] = first + len(rows)
+        self._pending_rows.clear()
+        self._pending_positions.clear()
 
     def stalled_runs(self) -> int:
         """Runs in a row, this one included, that have read nothing so far."""

@@ -14,10 +14,14 @@ import attrs
 from arq import ArqRedis, create_pool
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.jobs import deserialize_result
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._rows import EXPORT_COLUMNS
 from ._files import count_lines, write_atomically
 from ._settings import (
+    BROKER_PATIENCE,
+    COMMAND_REDIS_RETRIES,
     DEFAULT_SHARD_SIZE,
     EXPORTS_KEY,
     JOB_FUNCTION,
@@ -134,14 +138,15 @@ def prepare_output(plan: ExportPlan) -> None:
     write_atomically(manifest, lambda file: file.write(json.dumps(record, indent=2) + "\n"))
 
 
-async def connect(redis_url: str) -> ArqRedis:
-    """A connection pool to the broker that queues shard jobs (JSON, retrying blips).
+async def connect(redis_url: str, *, retries: int = COMMAND_REDIS_RETRIES) -> ArqRedis:
+    """A connection pool to the broker that queues shard jobs (JSON jobs).
 
+    :param retries: how often a failed command or connection is retried.
     :raises ValueError: for a bad URL.
     :raises redis.exceptions.RedisError: if the broker cannot be reached.
     """
     return await create_pool(
-        redis_settings(redis_url),
+        redis_settings(redis_url, retries=retries),
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=QUEUE_NAME,
@@ -216,10 +221,15 @@ async def wait_for_export(
     *,
     on_progress: Callable[[Progress], object] = lambda progress: None,
     poll_seconds: float = 0.5,
+    broker_patience: float = BROKER_PATIENCE,
 ) -> Progress:
     """Wait until every shard is done or failed; the progress after each look.
 
+    A broker that stops answering (a restart) is waited for, ``broker_patience``
+    seconds at most.
+
     :returns: the totals; ``failed`` maps shard numbers to their error text.
+    :raises redis.exceptions.RedisError: if the broker is gone for longer.
     """
     progress = Progress(len(plan.shards))
     for shard in submitted.done:
@@ -227,9 +237,18 @@ async def wait_for_export(
         progress.add_done({"members": len(plan.shards[shard]), "credits": rows})
     waiting = sorted([*submitted.queued, *submitted.pending])
     on_progress(progress)
+    loop = asyncio.get_running_loop()
+    answered = loop.time()
     while waiting:
         keys = [result_key_prefix + job_id(plan.export_id, shard) for shard in waiting]
-        found = await redis.mget(keys)
+        try:
+            found = await redis.mget(keys)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if loop.time() - answered > broker_patience:
+                raise
+            await asyncio.sleep(poll_seconds)
+            continue
+        answered = loop.time()
         still: list[int] = []
         for shard, raw in zip(waiting, found, strict=True):
             if raw is None:

@@ -46,9 +46,14 @@ MAX_STALLED_RUNS = 5
 EXPORTS_KEY = "inveterate:exports"
 """Redis hash: export id -> JSON record, for ``inveterate cluster status``."""
 
-# Enough for a broker restart or a failover (about a minute), not so long that a
-# broker that is gone for good goes unnoticed.
-_REDIS_RETRIES = 30
+WORKER_REDIS_RETRIES = 30
+"""Retries of a worker's broker commands: enough for a broker restart or a failover
+(about a minute), not so long that a broker gone for good goes unnoticed."""
+COMMAND_REDIS_RETRIES = 2
+"""Retries of a short-lived command's (``export``, ``status``): a wrong URL fails fast."""
+BROKER_PATIENCE = 120.0
+"""Seconds the producer keeps waiting for a broker that does not answer."""
+
 _REDIS_BACKOFF_CAP = 2.0
 _REDIS_BACKOFF_BASE = 0.05
 
@@ -63,14 +68,16 @@ def job_id(export_id: str, shard: int) -> str:
     return f"inveterate-export:{export_id}:{shard:06d}"
 
 
-def redis_settings(url: str) -> RedisSettings:
+def redis_settings(url: str, *, retries: int = WORKER_REDIS_RETRIES) -> RedisSettings:
     """arq's connection settings for ``url``, retrying through a broker blip.
 
     Every command is retried on connection errors and timeouts with a capped exponential
-    backoff (about a minute in all); connecting at start-up is retried as long.
+    backoff (``retries`` times: about a minute for the default); connecting at start-up
+    is retried as often, a second apart.
 
     :param url: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS, or
         ``unix:///path/to/socket``.
+    :param retries: how often to retry; a short-lived command uses fewer, to fail fast.
     :raises ValueError: for another scheme or a malformed URL.
     """
     try:
@@ -80,12 +87,12 @@ def redis_settings(url: str) -> RedisSettings:
             "the broker URL must look like redis://host:6379/0 (or rediss://, unix://)"
         ) from exc
     settings.conn_timeout = 2
-    settings.conn_retries = _REDIS_RETRIES
+    settings.conn_retries = retries
     settings.conn_retry_delay = 1
     settings.retry_on_timeout = True
     settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
     settings.retry = Retry(
-        ExponentialBackoff(cap=_REDIS_BACKOFF_CAP, base=_REDIS_BACKOFF_BASE), _REDIS_RETRIES
+        ExponentialBackoff(cap=_REDIS_BACKOFF_CAP, base=_REDIS_BACKOFF_BASE), retries
     )
     return settings
 

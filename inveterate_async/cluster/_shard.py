@@ -45,6 +45,9 @@ _PERMANENT = (
     ValueError,
 )
 _MAX_RETRY_DELAY = 30
+# A transaction per page would cost more than the page; a crash re-reads at most these.
+_COMMIT_PAGES = 64
+_COMMIT_SECONDS = 0.25
 _LISTED_FAILURES = 5
 
 
@@ -193,14 +196,25 @@ async def _read(
     stream = client.iter_credits_many(
         members, concurrency=concurrency, page_size=spec.page_size, on_error="collect"
     )
-    async with stream:
-        async for event in stream.events():
-            member = str(event.customer_id)
-            if isinstance(event, LedgerPage):
-                lines = [export_line(member, credit) for credit in event.credits]
-                journal.record_page(member, lines, event.position)
-            elif event.error is not None:
-                failures[member] = event.error
+    loop = asyncio.get_running_loop()
+    committed = loop.time()
+    try:
+        async with stream:
+            async for event in stream.events():
+                member = str(event.customer_id)
+                if isinstance(event, LedgerPage):
+                    lines = [export_line(member, credit) for credit in event.credits]
+                    journal.record_page(member, lines, event.position)
+                    if (
+                        journal.pending >= _COMMIT_PAGES
+                        or loop.time() - committed > _COMMIT_SECONDS
+                    ):
+                        journal.commit()
+                        committed = loop.time()
+                elif event.error is not None:
+                    failures[member] = event.error
+    finally:
+        journal.commit()  # also when stopped: the pages taken were read whole
     return failures
 
 

@@ -190,6 +190,16 @@ class ClusterWorker(Worker):
         timeouts = [f.timeout_s or self.job_timeout_s for f in self.functions.values()]
         self.in_progress_timeout_s = recovery_seconds(max(timeouts))
 
+    async def close(self) -> None:
+        """Wait for the job tasks, then arq's shutdown (``on_shutdown`` included).
+
+        arq gathers them without ``return_exceptions``: a job that SIGTERM cancelled
+        before its shard began would end the shutdown early, client left open.
+        """
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+        await super().close()
+
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
