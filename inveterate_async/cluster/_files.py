@@ -13,16 +13,21 @@ def write_atomically(target: Path, fill: Callable[[TextIO], int]) -> int:
 
     The text goes to ``<target>.tmp`` (replaced if a killed run left one), which is synced
     to disk and renamed over ``target``; the folder is synced so the rename survives too.
+    If ``fill`` fails, ``target`` is left as it was.
 
     :param fill: writes the content to the open file and returns a count (e.g. rows).
     :returns: what ``fill`` returned.
     """
     temporary = target.with_name(target.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as file:
-        count = fill(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as file:
+            count = fill(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     folder = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(folder)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from typing import Any
 
 import attrs
@@ -191,14 +192,24 @@ class ClusterWorker(Worker):
         self.in_progress_timeout_s = recovery_seconds(max(timeouts))
 
     async def close(self) -> None:
-        """Wait for the job tasks, then arq's shutdown (``on_shutdown`` included).
+        """arq's shutdown, made to finish: wait for the job tasks, ``on_shutdown``, and
+        close the broker connections.
 
-        arq gathers them without ``return_exceptions``: a job that SIGTERM cancelled
-        before its shard began would end the shutdown early, client left open.
+        arq gathers the tasks without ``return_exceptions`` (a job that SIGTERM cancelled
+        before its shard began ended the shutdown early, client left open) and closes
+        the pool with redis-py's deprecated ``close()``.
         """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
-        await super().close()
+        if self._pool is None:
+            return
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
 
     async def _poll_iteration(self) -> None:
         try:
