@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 API_KEY = "sk_cluster_test_51c3-SECRET"
 CLI = [sys.executable, "-m", "inveterate_async.cli"]
@@ -142,6 +142,7 @@ class WorkerProcess:
         broker: Broker,
         base_url: str,
         *options: str,
+        api_key: str = API_KEY,
     ) -> None:
         self.log_path = log_dir / f"worker-{name}.log"
         with open(self.log_path, "wb") as log:
@@ -150,7 +151,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # The key goes by the environment, never on a command line.
-                env=clean_env(INVETERATE_API_KEY=API_KEY, INVETERATE_BASE_URL=base_url),
+                env=clean_env(INVETERATE_API_KEY=api_key, INVETERATE_BASE_URL=base_url),
             )
 
     def log(self) -> str:
@@ -248,11 +249,11 @@ def iter_redis_values(url: str) -> Iterator[bytes]:
             yield key
             kind = client.type(key)
             if kind == b"string":
-                yield client.get(key) or b""
+                yield cast(bytes, client.get(key)) or b""
             elif kind == b"zset":
-                yield from (member for member, _ in client.zrange(key, 0, -1, withscores=True))
+                yield from cast("list[bytes]", client.zrange(key, 0, -1))
             elif kind == b"hash":
-                for field, value in client.hgetall(key).items():
+                for field, value in cast("dict[bytes, bytes]", client.hgetall(key)).items():
                     yield field
                     yield value
     finally:

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO, TypeVar
@@ -47,10 +48,9 @@ def _cluster(settings: Settings) -> ModuleType:
             "and give the workers its URL with --base-url"
         )
     try:
-        from .. import cluster
+        return import_module("inveterate_async.cluster")
     except ImportError:
         raise UsageFailure(NEEDS_EXTRA) from None
-    return cluster
 
 
 def _run_on_broker(cluster: ModuleType, redis_url: str, coro: Coroutine[Any, Any, T]) -> T:
@@ -166,8 +166,12 @@ def export_command(
             "interrupted: the shards stay queued and the workers go on; run the same "
             "command again to wait for them and merge"
         ) from None
-    if progress is None:
-        return
+    if progress is not None:
+        _report_export(cluster, plan, progress, target)
+
+
+def _report_export(cluster: ModuleType, plan: Any, progress: Any, target: Path) -> None:
+    """The failed shards (exit 1), or the merged file and its path."""
     if progress.failed:
         lines = "".join(f"\n  shard {n}: {text}" for n, text in sorted(progress.failed.items()))
         raise CliError(
@@ -290,7 +294,7 @@ def worker_command(
         max_retries=settings.max_retries,
         job_timeout=job_timeout,
     )
-    with _worker_logging():
+    with _worker_logging(cluster.ShardFailed):
         from redis.exceptions import RedisError
 
         try:
@@ -298,6 +302,10 @@ def worker_command(
         except (RedisError, OSError) as exc:
             address = cluster.broker_address(cluster.redis_settings(redis_url))
             raise CliError(f"the broker at {address} failed: {type(exc).__name__}: {exc}") from None
+    _report_worker(worker)
+
+
+def _report_worker(worker: Any) -> None:
     click.echo(
         f"worker stopped: {worker.jobs_complete} shard runs finished, {worker.jobs_retried} "
         f"to go on later, {worker.jobs_failed} failed",
@@ -305,11 +313,24 @@ def worker_command(
     )
 
 
+class _WorkerFormatter(logging.Formatter):
+    """Log lines without the traceback of an expected failure (the line says it all)."""
+
+    def __init__(self, expected: type[BaseException]) -> None:
+        super().__init__(_LOG_FORMAT)
+        self._expected = expected
+
+    def formatException(self, ei: Any) -> str:
+        if isinstance(ei[1], self._expected):
+            return ""
+        return super().formatException(ei)
+
+
 @contextmanager
-def _worker_logging() -> Iterator[None]:
+def _worker_logging(expected: type[BaseException]) -> Iterator[None]:
     """arq's and the shard jobs' INFO lines on stderr while the worker runs."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(_WorkerFormatter(expected))
     loggers = [logging.getLogger(name) for name in ("arq", "inveterate_async.cluster")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -342,7 +363,10 @@ def status_command(settings: Settings, redis_url: str) -> None:
         finally:
             await redis.aclose()
 
-    statuses, health = _run_on_broker(cluster, redis_url, main())
+    _print_status(*_run_on_broker(cluster, redis_url, main()))
+
+
+def _print_status(statuses: list[Any], health: bytes | None) -> None:
     if health is None:
         click.echo("workers: none reported in the last 11 s")
     else:

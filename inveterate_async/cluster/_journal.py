@@ -46,7 +46,8 @@ class ShardJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Used by one task at a time, possibly from a worker thread (to write the shard).
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # timeout=0: a journal held by another run is reported at once, not waited for.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         try:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")

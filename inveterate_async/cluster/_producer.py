@@ -146,7 +146,7 @@ async def connect(redis_url: str, *, retries: int = COMMAND_REDIS_RETRIES) -> Ar
     :raises redis.exceptions.RedisError: if the broker cannot be reached.
     """
     return await create_pool(
-        redis_settings(redis_url, retries=retries),
+        redis_settings(redis_url, retries=retries, connect_delay=0),
         job_serializer=serialize,
         job_deserializer=deserialize,
         default_queue_name=QUEUE_NAME,

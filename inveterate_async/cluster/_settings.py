@@ -68,16 +68,19 @@ def job_id(export_id: str, shard: int) -> str:
     return f"inveterate-export:{export_id}:{shard:06d}"
 
 
-def redis_settings(url: str, *, retries: int = WORKER_REDIS_RETRIES) -> RedisSettings:
+def redis_settings(
+    url: str, *, retries: int = WORKER_REDIS_RETRIES, connect_delay: int = 1
+) -> RedisSettings:
     """arq's connection settings for ``url``, retrying through a broker blip.
 
     Every command is retried on connection errors and timeouts with a capped exponential
     backoff (``retries`` times: about a minute for the default); connecting at start-up
-    is retried as often, a second apart.
+    is retried as often, ``connect_delay`` seconds apart.
 
     :param url: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS, or
         ``unix:///path/to/socket``.
     :param retries: how often to retry; a short-lived command uses fewer, to fail fast.
+    :param connect_delay: seconds between two tries to connect at start-up.
     :raises ValueError: for another scheme or a malformed URL.
     """
     try:
@@ -88,7 +91,7 @@ def redis_settings(url: str, *, retries: int = WORKER_REDIS_RETRIES) -> RedisSet
         ) from exc
     settings.conn_timeout = 2
     settings.conn_retries = retries
-    settings.conn_retry_delay = 1
+    settings.conn_retry_delay = connect_delay
     settings.retry_on_timeout = True
     settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
     settings.retry = Retry(
