@@ -25,6 +25,7 @@ from typing import IO, Any, cast
 API_KEY = "sk_cluster_test_51c3-SECRET"
 CLI = [sys.executable, "-m", "inveterate_async.cli"]
 _SHARD_LINE = re.compile(r"shard (\d{6}): run (\d+) (started|finished|stopped)")
+_CANCELLED_LINE = re.compile(r"shard (\d{6}): run \d+ stopped \(CancelledError\)")
 
 
 def free_port() -> int:
@@ -161,6 +162,10 @@ class WorkerProcess:
         """``(shard, run, event)`` for each shard line of the log, in order."""
         return [(int(s), int(r), e) for s, r, e in _SHARD_LINE.findall(self.log())]
 
+    def cancelled_shards(self) -> set[int]:
+        """Shards whose run a SIGTERM (or Ctrl-C) cancelled: handed back to the queue."""
+        return {int(shard) for shard in _CANCELLED_LINE.findall(self.log())}
+
     def running_shards(self) -> set[int]:
         """Shards this worker has started and not finished or stopped."""
         running: set[int] = set()
@@ -188,29 +193,25 @@ def export_command(broker: Broker, ids_file: Path, out: Path, *options: str) -> 
     ]
 
 
-def reference_export(base_url: str, ids_file: Path, out: Path) -> None:
-    """``inveterate credits export`` of the same members: what the cluster must equal."""
-    subprocess.run(
+def reference_export(
+    processes: Processes, base_url: str, ids_file: Path, out: Path
+) -> subprocess.Popen[Any]:
+    """Start ``inveterate credits export`` of the same members: what the cluster must
+    equal. It runs beside the cluster; wait for it with :func:`succeeded`."""
+    return processes.start(
         [
-            *CLI,
-            "--max-retries",
-            "10",
-            "credits",
-            "export",
-            "--ids-file",
-            str(ids_file),
-            "--out",
-            str(out),
-            "--concurrency",
-            "16",
-            "--page-size",
-            "50",
+            *CLI, "--max-retries", "10", "credits", "export", "--ids-file", str(ids_file),
+            "--out", str(out), "--concurrency", "16", "--page-size", "50",
         ],
-        check=True,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env=clean_env(INVETERATE_API_KEY=API_KEY, INVETERATE_BASE_URL=base_url),
-        timeout=300,
-    )
+    )  # fmt: skip
+
+
+def succeeded(process: subprocess.Popen[Any]) -> None:
+    """Wait for a process and check it succeeded."""
+    assert process.wait(timeout=300) == 0
 
 
 def ledgers(path: Path) -> dict[str, list[dict[str, Any]]]:

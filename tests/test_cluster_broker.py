@@ -27,7 +27,7 @@ from arq.constants import job_key_prefix
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inveterate_async import cluster
-from inveterate_async.cli import _cluster
+from inveterate_async.cli import _cluster, _cluster_common, _cluster_worker
 from tests.cluster_processes import Broker, Processes, WorkerProcess, free_port, ledgers
 from tests.test_cli import API_KEY, ThreadedSandbox, invoke
 
@@ -471,12 +471,12 @@ def test_without_the_extra_the_commands_say_what_to_install(
     result = invoke(["cluster", "status", "--redis", "redis://x"])
 
     assert result.exit_code == 2
-    assert _cluster.NEEDS_EXTRA in result.stderr
+    assert _cluster_common.NEEDS_EXTRA in result.stderr
 
 
 def test_the_cli_defaults_are_the_librarys() -> None:
     params = {p.name: p.default for p in _cluster.export_command.params}
-    worker = {p.name: p.default for p in _cluster.worker_command.params}
+    worker = {p.name: p.default for p in _cluster_worker.worker_command.params}
 
     assert params["shard_size"] == cluster.DEFAULT_SHARD_SIZE
     assert worker["concurrency"] == cluster.DEFAULT_CONCURRENCY
@@ -485,7 +485,7 @@ def test_the_cli_defaults_are_the_librarys() -> None:
 
 
 def test_a_worker_log_line_of_an_expected_failure_has_no_traceback() -> None:
-    formatter = _cluster._WorkerFormatter(cluster.ShardFailed)
+    formatter = _cluster_worker._WorkerFormatter(cluster.ShardFailed)
 
     def line(error: Exception) -> str:
         try:

@@ -18,14 +18,11 @@ from ._producer import (
     MANIFEST,
     ExportConflict,
     ExportPlan,
-    ExportStatus,
     Progress,
     Submitted,
     connect,
-    export_statuses,
     plan_export,
     prepare_output,
-    shard_states,
     submit_export,
     wait_for_export,
 )
@@ -44,6 +41,7 @@ from ._settings import (
     serialize,
 )
 from ._shard import ShardFailed, ShardSpec, is_transient, journal_file, run_shard, shard_file
+from ._status import ExportStatus, export_statuses, shard_states
 from ._worker import (
     ClusterWorker,
     WorkerOptions,

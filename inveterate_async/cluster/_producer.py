@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
 from arq import ArqRedis, create_pool
-from arq.constants import in_progress_key_prefix, result_key_prefix
+from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -269,55 +269,3 @@ async def wait_for_export(
         if waiting:
             await asyncio.sleep(poll_seconds)
     return progress
-
-
-@attrs.frozen
-class ExportStatus:
-    """One export known to the broker, and how many of its shards are in each state."""
-
-    export_id: str
-    out: str
-    members: int
-    counts: dict[str, int]
-
-
-async def export_statuses(redis: ArqRedis) -> list[ExportStatus]:
-    """Every export the broker knows, oldest first, with its shards counted by state:
-    ``queued``, ``running``, ``done``, ``failed`` and ``unknown`` (result expired)."""
-    records = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(EXPORTS_KEY))
-    statuses = []
-    for raw_id, raw_record in records.items():
-        export_id = raw_id.decode()
-        record = json.loads(raw_record)
-        states = await shard_states(redis, export_id, int(record["shards"]))
-        counts = {state: states.count(state) for state in _STATES}
-        statuses.append(
-            (record["created"], ExportStatus(export_id, record["out"], record["members"], counts))
-        )
-    return [status for _, status in sorted(statuses, key=lambda item: item[0])]
-
-
-_STATES = ("queued", "running", "done", "failed", "unknown")
-
-
-async def shard_states(redis: ArqRedis, export_id: str, shards: int) -> list[str]:
-    """The state of each shard of an export, in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for shard in range(shards):
-            jid = job_id(export_id, shard)
-            pipe.get(result_key_prefix + jid)
-            pipe.exists(in_progress_key_prefix + jid)
-            pipe.zscore(QUEUE_NAME, jid)
-        answers: Sequence[Any] = await pipe.execute()
-    states = []
-    for at in range(0, len(answers), 3):
-        raw, running, score = answers[at : at + 3]
-        if raw is not None:
-            states.append(
-                "done" if deserialize_result(raw, deserializer=deserialize).success else "failed"
-            )
-        elif running:
-            states.append("running")
-        else:
-            states.append("queued" if score is not None else "unknown")
-    return states
