@@ -3,6 +3,8 @@ broker and a real Sandbox: queuing once, waiting, merging, status and the errors
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inveterate_async import cluster
 from inveterate_async.cli import _cluster, _cluster_common, _cluster_worker
+from inveterate_async.cluster import _producer
 from tests.cluster_processes import Broker, Processes, WorkerProcess, free_port, ledgers
 from tests.test_cli import API_KEY, ThreadedSandbox, invoke
 
@@ -163,7 +166,7 @@ async def test_queuing_twice_queues_nothing_twice(broker: Broker, tmp_path: Path
     try:
         first = await cluster.submit_export(redis, plan)
         again = await cluster.submit_export(redis, plan)
-        states = await cluster.shard_states(redis, plan.export_id, 3)
+        states = await cluster.shard_states(redis, plan.export_id, range(3))
         statuses = await cluster.export_statuses(redis)
         job = await redis.get(job_key_prefix + cluster.job_id(plan.export_id, 0))
     finally:
@@ -179,6 +182,34 @@ async def test_queuing_twice_queues_nothing_twice(broker: Broker, tmp_path: Path
     payload = json.loads(job)  # JSON, not pickle; what a worker needs and no key
     assert payload["f"] == cluster.JOB_FUNCTION
     assert payload["a"] == [plan.spec(0).to_json()]
+
+
+async def test_a_shard_the_broker_lost_is_queued_again_while_waiting(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_producer, "_LOOKS_PER_CHECK", 1)
+    plan = cluster.plan_export(["1", "2"], tmp_path)
+    cluster.prepare_output(plan)
+    redis = await cluster.connect(broker.url)
+    try:
+        submitted = await cluster.submit_export(redis, plan)
+        await redis.flushdb()  # a broker that lost its data (no append-only file)
+        lost = await cluster.shard_states(redis, plan.export_id, [0])
+        waiting = asyncio.create_task(
+            cluster.wait_for_export(redis, plan, submitted, poll_seconds=0.01)
+        )
+        for _ in range(1000):
+            if await redis.zscore(cluster.QUEUE_NAME, cluster.job_id(plan.export_id, 0)):
+                break
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        requeued = await cluster.shard_states(redis, plan.export_id, [0])
+    finally:
+        await redis.aclose()
+
+    assert (lost, requeued) == (["unknown"], ["queued"])
 
 
 def set_key(broker: Broker, key: str, value: str | bytes) -> None:

@@ -33,6 +33,9 @@ from ._settings import (
     serialize,
 )
 from ._shard import ShardSpec, shard_file
+from ._status import shard_states
+
+_LOOKS_PER_CHECK = 20
 
 MANIFEST = "export.json"
 """The file in the output folder that says which export it holds."""
@@ -186,15 +189,20 @@ async def submit_export(redis: ArqRedis, plan: ExportPlan) -> Submitted:
         elif raw is not None:
             pending.append(shard)  # finished, but its file is not here: reported by the wait
             continue
-        job = await redis.enqueue_job(
-            JOB_FUNCTION,
-            plan.spec(shard).to_json(),
-            _job_id=job_id(plan.export_id, shard),
-            _queue_name=QUEUE_NAME,
-            _expires=KEEP_RESULT,
-        )
-        (queued if job is not None else pending).append(shard)
+        (queued if await _enqueue(redis, plan, shard) else pending).append(shard)
     return Submitted(queued, pending, done)
+
+
+async def _enqueue(redis: ArqRedis, plan: ExportPlan, shard: int) -> bool:
+    """Queue a shard under its fixed id; False (nothing done) while its job or result exists."""
+    job = await redis.enqueue_job(
+        JOB_FUNCTION,
+        plan.spec(shard).to_json(),
+        _job_id=job_id(plan.export_id, shard),
+        _queue_name=QUEUE_NAME,
+        _expires=KEEP_RESULT,
+    )
+    return job is not None
 
 
 @attrs.define
@@ -226,7 +234,8 @@ async def wait_for_export(
     """Wait until every shard is done or failed; the progress after each look.
 
     A broker that stops answering (a restart) is waited for, ``broker_patience``
-    seconds at most.
+    seconds at most. Every :data:`_LOOKS_PER_CHECK` looks, a shard that is neither queued,
+    running nor finished (a broker that lost its data) is queued again.
 
     :returns: the totals; ``failed`` maps shard numbers to their error text.
     :raises redis.exceptions.RedisError: if the broker is gone for longer.
@@ -239,7 +248,9 @@ async def wait_for_export(
     on_progress(progress)
     loop = asyncio.get_running_loop()
     answered = loop.time()
+    looks = 0
     while waiting:
+        looks += 1
         keys = [result_key_prefix + job_id(plan.export_id, shard) for shard in waiting]
         try:
             found = await redis.mget(keys)
@@ -266,6 +277,17 @@ async def wait_for_export(
                 progress.add_done(result.result)
         waiting = still
         on_progress(progress)
+        if waiting and looks % _LOOKS_PER_CHECK == 0:
+            await _requeue_lost(redis, plan, waiting)
         if waiting:
             await asyncio.sleep(poll_seconds)
     return progress
+
+
+async def _requeue_lost(redis: ArqRedis, plan: ExportPlan, waiting: list[int]) -> None:
+    states = await shard_states(redis, plan.export_id, waiting)
+    for shard, state in zip(waiting, states, strict=True):
+        # Safe against a worker finishing it meanwhile: arq queues nothing under an id
+        # whose job or result exists.
+        if state == "unknown":
+            await _enqueue(redis, plan, shard)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, cast
 
 import attrs
@@ -32,7 +32,7 @@ async def export_statuses(redis: ArqRedis) -> list[ExportStatus]:
     for raw_id, raw_record in records.items():
         export_id = raw_id.decode()
         record = json.loads(raw_record)
-        states = await shard_states(redis, export_id, int(record["shards"]))
+        states = await shard_states(redis, export_id, range(int(record["shards"])))
         counts = {state: states.count(state) for state in _STATES}
         statuses.append(
             (record["created"], ExportStatus(export_id, record["out"], record["members"], counts))
@@ -43,10 +43,10 @@ async def export_statuses(redis: ArqRedis) -> list[ExportStatus]:
 _STATES = ("queued", "running", "done", "failed", "unknown")
 
 
-async def shard_states(redis: ArqRedis, export_id: str, shards: int) -> list[str]:
-    """The state of each shard of an export, in one round trip."""
+async def shard_states(redis: ArqRedis, export_id: str, shards: Iterable[int]) -> list[str]:
+    """The state of each of these shards of an export, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
-        for shard in range(shards):
+        for shard in shards:
             jid = job_id(export_id, shard)
             pipe.get(result_key_prefix + jid)
             pipe.exists(in_progress_key_prefix + jid)
