@@ -145,6 +145,7 @@ class WorkerProcess:
         *options: str,
         api_key: str = API_KEY,
     ) -> None:
+        self.name = name
         self.log_path = log_dir / f"worker-{name}.log"
         with open(self.log_path, "wb") as log:
             self.process = processes.start(

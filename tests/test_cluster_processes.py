@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,30 @@ def mid_run(worker: WorkerProcess) -> bool:
     return bool(finished_runs(worker)) and bool(worker.running_shards())
 
 
+def stop_mid_shard(
+    worker: WorkerProcess, how: signal.Signals, start_worker: Callable[[], WorkerProcess]
+) -> set[int]:
+    """Send ``how`` to a worker in the middle of a shard; the shards it held.
+
+    A worker seen mid-shard may finish it before the signal lands: then another worker
+    is started and stopped the same way (three tries in all).
+    """
+    for _ in range(3):
+        wait_until(lambda: mid_run(worker), f"worker {worker.name} to be in a shard")  # noqa: B023
+        worker.signal(how)
+        code = worker.process.wait(timeout=60)
+        if how == signal.SIGKILL:
+            # Started and never finished: the log ends where the process died.
+            held = worker.running_shards()
+        else:
+            assert code == 0  # a graceful stop
+            held = worker.cancelled_shards()  # handed back to the queue
+        if held:
+            return held
+        worker = start_worker()
+    raise AssertionError(f"no worker was caught in the middle of a shard by {how.name}")
+
+
 def assert_clean_output(out: Path, shards: int) -> None:
     assert sorted(p.name for p in out.glob("shard-*")) == [
         f"shard-{n:06d}.jsonl" for n in range(shards)
@@ -104,7 +128,7 @@ def assert_key_never_leaked(broker: Broker, *texts: str) -> None:
 
 
 def test_workers_killed_and_terminated_mid_run_lose_and_duplicate_nothing(
-    tmp_path: Path, processes: Processes, broker: Broker, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, broker: Broker, processes: Processes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     members = 5000
     # Small ledgers, one page each: the test takes seconds. Resuming inside a ledger is
@@ -118,26 +142,28 @@ def test_workers_killed_and_terminated_mid_run_lose_and_duplicate_nothing(
     out = tmp_path / "out"
     reference = tmp_path / "reference.jsonl"
     expected = reference_export(processes, sandbox.base_url, ids, reference)
-    a = WorkerProcess(processes, "a", tmp_path, broker, sandbox.base_url, *FAST_WORKER)
-    b = WorkerProcess(processes, "b", tmp_path, broker, sandbox.base_url, *FAST_WORKER)
+    workers: list[WorkerProcess] = []
+
+    def start_worker() -> WorkerProcess:
+        name = "abcdefgh"[len(workers)]
+        workers.append(
+            WorkerProcess(processes, name, tmp_path, broker, sandbox.base_url, *FAST_WORKER)
+        )
+        return workers[-1]
+
+    a, b = start_worker(), start_worker()
     producer = processes.start(
-        export_command(broker, ids, out, "--shard-size", "250"),
+        export_command(broker, ids, out, "--shard-size", "125"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
     )
 
-    wait_until(lambda: mid_run(a), "worker a to be in the middle of a shard")
-    a.signal(signal.SIGKILL)
-    a.process.wait(timeout=30)
-    killed = a.running_shards()  # started and never finished: the log ends at the kill
-    wait_until(lambda: mid_run(b), "worker b to be in the middle of a shard")
-    b.signal(signal.SIGTERM)
-    assert b.process.wait(timeout=60) == 0  # a graceful stop: running shards handed back
-    handed_back = b.cancelled_shards()
-    c = WorkerProcess(processes, "c", tmp_path, broker, sandbox.base_url, *FAST_WORKER)
-    d = WorkerProcess(processes, "d", tmp_path, broker, sandbox.base_url, *FAST_WORKER)
+    killed = stop_mid_shard(a, signal.SIGKILL, start_worker)
+    start_worker()  # the replacements start up while b works
+    start_worker()
+    handed_back = stop_mid_shard(b, signal.SIGTERM, start_worker)
     stdout, stderr = producer.communicate(timeout=240)
 
     assert producer.returncode == 0, stderr
@@ -152,14 +178,12 @@ def test_workers_killed_and_terminated_mid_run_lose_and_duplicate_nothing(
         "duplicated": 0,
         "ledgers_differing": 0,
     }
-    assert killed
-    assert handed_back
-    finished = finished_runs(a, b, c, d)
-    assert sorted(finished) == list(range(20))
+    finished = finished_runs(*workers)
+    assert sorted(finished) == list(range(40))
     # What the killed and the terminated worker held was run again, and finished, by others.
     assert all(max(finished[shard]) >= 2 for shard in killed | handed_back)
-    assert_clean_output(out, 20)
-    assert_key_never_leaked(broker, stdout, stderr, a.log(), b.log(), c.log(), d.log())
+    assert_clean_output(out, 40)
+    assert_key_never_leaked(broker, stdout, stderr, *(worker.log() for worker in workers))
     with capsys.disabled():
         print(
             f"\nkill test: {figures}; SIGKILLed shards {sorted(killed)}, "
@@ -168,7 +192,7 @@ def test_workers_killed_and_terminated_mid_run_lose_and_duplicate_nothing(
 
 
 def test_broker_killed_and_restarted_mid_run_completes_exactly(
-    tmp_path: Path, processes: Processes, broker: Broker, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, broker: Broker, processes: Processes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     members = 1000
     sandbox = SandboxProcess(
@@ -219,7 +243,7 @@ def test_broker_killed_and_restarted_mid_run_completes_exactly(
 
 
 def test_running_the_same_export_again_does_no_work_twice(
-    tmp_path: Path, processes: Processes, broker: Broker
+    tmp_path: Path, broker: Broker, processes: Processes
 ) -> None:
     members = 300
     sandbox = SandboxProcess(
@@ -227,6 +251,8 @@ def test_running_the_same_export_again_does_no_work_twice(
     )
     ids = write_ids(tmp_path / "ids.txt", members)
     out = tmp_path / "out"
+    reference = tmp_path / "reference.jsonl"
+    expected = reference_export(processes, sandbox.base_url, ids, reference)
     command = export_command(broker, ids, out, "--shard-size", "25")
     workers = [
         WorkerProcess(
@@ -244,7 +270,10 @@ def test_running_the_same_export_again_does_no_work_twice(
         )
         for name in ("a", "b")
     ]
-    first = processes.start(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_log = tmp_path / "first-producer.log"
+    with open(first_log, "wb") as log:
+        first = processes.start(command, stdout=log, stderr=log, env=clean_env())
+    wait_until(lambda: "queued now" in first_log.read_text(), "the shards to be queued")
     wait_until(lambda: len(finished_runs(*workers)) >= 2, "two shards to finish")
     first.kill()  # the producer dies mid-run; the shards it queued go on
     first.wait(timeout=30)
@@ -266,8 +295,7 @@ def test_running_the_same_export_again_does_no_work_twice(
     assert third.returncode == 0, third.stderr  # no worker is running: nothing was left to do
     assert "0 queued now, 0 queued earlier, 12 done earlier" in third.stderr
     assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_files] == before
-    reference = tmp_path / "reference.jsonl"
-    succeeded(reference_export(processes, sandbox.base_url, ids, reference))
+    succeeded(expected)
     assert compare(Path(third.stdout.strip()), reference) == {
         "members": members,
         "rows": 3 * members,
