@@ -18,6 +18,8 @@ def merge_jsonl(shards: Sequence[Path], target: Path) -> int:
     The result has the bytes ``inveterate credits export --format jsonl`` writes, members
     in shard order and each ledger in order.
 
+    :param shards: the shard files, in order (:meth:`ExportPlan.shard_files`).
+    :param target: the merged file; an existing one is replaced.
     :returns: the number of rows.
     """
 
@@ -37,6 +39,8 @@ def read_rows(shards: Sequence[Path]) -> Iterator[tuple[Any, ...]]:
     """The rows of the shard files, as values in :data:`EXPORT_COLUMNS` order.
 
     Money comes back as :class:`~decimal.Decimal` with its exact digits.
+
+    :param shards: the shard files, in order (:meth:`ExportPlan.shard_files`).
     """
     for path in shards:
         with open(path, encoding="utf-8") as shard:

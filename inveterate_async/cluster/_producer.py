@@ -170,6 +170,10 @@ async def submit_export(redis: ArqRedis, plan: ExportPlan) -> Submitted:
 
     A shard already queued or running is left alone; one that failed earlier is queued
     again (it resumes from its journal). Running this twice queues nothing twice.
+
+    :param redis: a pool from :func:`connect`.
+    :param plan: the export, its folder prepared with :func:`prepare_output`.
+    :returns: the shards queued now, queued (or finished elsewhere) before, and done.
     """
     record = {"out": str(plan.out), "members": plan.members, "shards": len(plan.shards)}
     record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -59,12 +59,20 @@ _REDIS_BACKOFF_BASE = 0.05
 
 
 def recovery_seconds(job_timeout: float) -> float:
-    """How long a shard held by a killed worker waits before another worker runs it."""
+    """How long a shard held by a killed worker waits before another worker runs it.
+
+    :param job_timeout: the worker's ``job_timeout`` in seconds.
+    :returns: seconds (1.5 x ``job_timeout`` with :class:`ClusterWorker`).
+    """
     return job_timeout * LOCK_FACTOR
 
 
 def job_id(export_id: str, shard: int) -> str:
-    """The fixed arq job id of a shard: queuing it again while it exists is a no-op."""
+    """The fixed arq job id of a shard: queuing it again while it exists is a no-op.
+
+    :param export_id: the export's id (:attr:`ExportPlan.export_id`).
+    :param shard: the shard's number.
+    """
     return f"inveterate-export:{export_id}:{shard:06d}"
 
 
@@ -101,7 +109,10 @@ def redis_settings(
 
 
 def broker_address(settings: RedisSettings) -> str:
-    """``host:port/db`` (or the socket path) for messages: never the password."""
+    """``host:port/db`` (or the socket path) for messages: never the password.
+
+    :param settings: from :func:`redis_settings`.
+    """
     if settings.unix_socket_path:
         return settings.unix_socket_path
     return f"{settings.host}:{settings.port}/{settings.database}"

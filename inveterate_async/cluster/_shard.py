@@ -113,17 +113,30 @@ class ShardSpec:
 
 
 def shard_file(out: str | Path, shard: int) -> Path:
-    """Where a finished shard's rows are (JSON Lines, the columns of ``credits export``)."""
+    """Where a finished shard's rows are (JSON Lines, the columns of ``credits export``).
+
+    :param out: the output folder.
+    :param shard: the shard's number.
+    """
     return Path(out) / f"shard-{shard:06d}.jsonl"
 
 
 def journal_file(out: str | Path, shard: int) -> Path:
-    """Where a shard's journal is while the shard is not finished."""
+    """Where a shard's journal is while the shard is not finished.
+
+    :param out: the output folder.
+    :param shard: the shard's number.
+    """
     return Path(out) / ".inveterate" / f"shard-{shard:06d}.sqlite"
 
 
 def is_transient(error: Exception) -> bool:
-    """Whether a member's failure may go away by itself (5xx, 429, network, timeout)."""
+    """Whether a member's failure may go away by itself (5xx, 429, network, timeout).
+
+    :param error: a member's error from the fan-out.
+    :returns: False for what another try cannot fix: a refused key, an unknown member, a
+        bad request, a looping cursor.
+    """
     if isinstance(error, StreamAbortedError):
         return is_transient(error.error)
     return not isinstance(error, _PERMANENT)
@@ -175,7 +188,7 @@ async def run_shard(
             raise Retry(defer=0) from None  # the slice is over: go on in the next run
         except StreamAbortedError as exc:
             failures = {"members": exc}
-        _settle(journal, spec, failures, stalled)
+        _settle(journal, spec, failures)
         rows = await _uncancelled(_write_shard, journal, target)
         finished = True
     finally:
@@ -218,9 +231,7 @@ async def _read(
     return failures
 
 
-def _settle(
-    journal: ShardJournal, spec: ShardSpec, failures: Mapping[str, Exception], stalled: int
-) -> None:
+def _settle(journal: ShardJournal, spec: ShardSpec, failures: Mapping[str, Exception]) -> None:
     """Return when every member is done; else raise to retry later or to give up."""
     if not failures:
         return

@@ -25,8 +25,12 @@ class ExportStatus:
 
 
 async def export_statuses(redis: ArqRedis) -> list[ExportStatus]:
-    """Every export the broker knows, oldest first, with its shards counted by state:
-    ``queued``, ``running``, ``done``, ``failed`` and ``unknown`` (result expired)."""
+    """Every export the broker knows, oldest first, with its shards counted by state.
+
+    :param redis: a pool from :func:`connect`.
+    :returns: one :class:`ExportStatus` per export; its ``counts`` has ``queued``,
+        ``running``, ``done``, ``failed`` and ``unknown`` (not queued, or result expired).
+    """
     records = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(EXPORTS_KEY))
     statuses = []
     for raw_id, raw_record in records.items():
@@ -44,7 +48,13 @@ _STATES = ("queued", "running", "done", "failed", "unknown")
 
 
 async def shard_states(redis: ArqRedis, export_id: str, shards: Iterable[int]) -> list[str]:
-    """The state of each of these shards of an export, in one round trip."""
+    """The state of each of these shards of an export, in one round trip.
+
+    :param redis: a pool from :func:`connect`.
+    :param export_id: the export's id (:attr:`ExportPlan.export_id`).
+    :param shards: shard numbers.
+    :returns: ``"queued"``, ``"running"``, ``"done"``, ``"failed"`` or ``"unknown"`` for each.
+    """
     async with redis.pipeline(transaction=False) as pipe:
         for shard in shards:
             jid = job_id(export_id, shard)

@@ -4,6 +4,7 @@ a broker that goes away for a while."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -68,6 +69,8 @@ class WorkerOptions:
 async def startup(ctx: dict[str, Any]) -> None:
     """arq ``on_startup``: create the process's one :class:`InveterateClient`.
 
+    :param ctx: arq's worker context; its :data:`OPTIONS_KEY` (else the defaults and the
+        environment) says how.
     :raises ValueError: without an API key, or for an invalid setting.
     """
     options: WorkerOptions = ctx.get(OPTIONS_KEY) or WorkerOptions()
@@ -81,7 +84,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """arq ``on_shutdown``: close the process's client."""
+    """arq ``on_shutdown``: close the process's client.
+
+    :param ctx: arq's worker context.
+    """
     client: InveterateClient | None = ctx.pop(CLIENT_KEY, None)
     if client is not None:
         await client.aclose()
@@ -113,7 +119,10 @@ async def export_shard(ctx: dict[str, Any], spec: dict[str, Any]) -> dict[str, A
 
 
 def shard_function(job_timeout: float = DEFAULT_JOB_TIMEOUT) -> Function:
-    """The arq function of the shard job, with its timeout and (high) try limit."""
+    """The arq function of the shard job, with its timeout and (high) try limit.
+
+    :param job_timeout: seconds one run of a shard may last.
+    """
     return func(export_shard, name=JOB_FUNCTION, timeout=job_timeout, max_tries=MAX_TRIES)
 
 
@@ -196,8 +205,9 @@ class ClusterWorker(Worker):
         close the broker connections.
 
         arq gathers the tasks without ``return_exceptions`` (a job that SIGTERM cancelled
-        before its shard began ended the shutdown early, client left open) and closes
-        the pool with redis-py's deprecated ``close()``.
+        before its shard began ended the shutdown early, client left open), needs the
+        broker before ``on_shutdown``, and closes the pool with redis-py's deprecated
+        ``close()``.
         """
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
@@ -205,9 +215,10 @@ class ClusterWorker(Worker):
         self.tasks.clear()
         if self._pool is None:
             return
-        await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
+        with contextlib.suppress(*_BROKER_ERRORS):  # a broker that is gone cannot be told
+            await self.pool.delete(self.health_check_key)
         await self.pool.aclose(close_connection_pool=True)
         self._pool = None
 
