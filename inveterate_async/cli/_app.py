@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from .. import __version__
 from .._logging import disable_stderr_logging, enable_stderr_logging
+from ._cluster import cluster_group
 from ._core import DEFAULT_MAX_RETRIES, DEFAULT_SANDBOX_MEMBERS, DEFAULT_TIMEOUT, Settings
 from ._credits import credits_group
 from ._demo import demo_command
@@ -107,6 +108,7 @@ def app(
 
 
 app.add_command(credits_group)
+app.add_command(cluster_group)
 app.add_command(sandbox_command)
 app.add_command(demo_command)
 

@@ -26,19 +26,40 @@ async def serve_sandbox(
     seed: int = 0,
     api_key: str = SANDBOX_API_KEY,
     ready: Callable[[Sandbox], object] | None = None,
+    credits_per_member: int = 5,
+    page_size: int = 50,
+    latency: float = 0.0,
+    fail_rate: float = 0.0,
 ) -> None:
     """Serve a seeded sandbox until ``stop`` is set.
+
+    Requests are not recorded: a long-running server keeps constant memory.
 
     :param stop: set it to stop the sandbox and return.
     :param host: the interface to bind.
     :param port: the TCP port (0: any free port).
     :param members: how many members (ids ``"1"`` to ``str(members)``) to seed.
-    :param seed: the seed of the generated ledgers.
+    :param seed: the seed of the generated ledgers and of the random failures.
     :param api_key: the key the sandbox accepts.
     :param ready: called once with the sandbox when it is up (e.g. to print its address).
+    :param credits_per_member: the entries seeded in each ledger.
+    :param page_size: credits per page when a request gives no ``limit``.
+    :param latency: seconds every request waits before its answer.
+    :param fail_rate: the probability that a read is answered with a transient 503.
     :raises OSError: if the address cannot be bound.
     """
-    sandbox = await start_sandbox(members=members, seed=seed, api_key=api_key, host=host, port=port)
+    sandbox = await start_sandbox(
+        members=members,
+        seed=seed,
+        api_key=api_key,
+        host=host,
+        port=port,
+        credits_per_member=credits_per_member,
+        page_size=page_size,
+        latency=latency,
+        fail_rate=fail_rate,
+        record_requests=False,
+    )
     try:
         if ready is not None:
             ready(sandbox)
@@ -95,10 +116,53 @@ def _announce(sandbox: Sandbox, members: int) -> None:
     metavar="K",
     help="The key the sandbox accepts.",
 )
-def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str) -> None:
+@click.option(
+    "--credits-per-member",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Credits seeded in each ledger (deterministic for a --seed).",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Credits per page when a request gives no limit.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds every request waits before its answer.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0,
+    show_default=True,
+    metavar="P",
+    help="Probability that a read gets a transient 503 (seeded with --seed).",
+)
+def sandbox_command(
+    host: str,
+    port: int,
+    members: int,
+    seed: int,
+    api_key: str,
+    credits_per_member: int,
+    page_size: int,
+    latency: float,
+    fail_rate: float,
+) -> None:
     """Serve a seeded sandbox API in the foreground.
 
-    For trying the API by hand or from any language; stop it with Ctrl-C.
+    For trying the API by hand or from any language, or as the API of a multi-process
+    test (requests are not recorded, so memory stays flat); stop it with Ctrl-C.
     """
     if not is_loopback(host):
         click.secho(
@@ -120,6 +184,10 @@ def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str)
             seed=seed,
             api_key=api_key,
             ready=lambda sandbox: _announce(sandbox, members),
+            credits_per_member=credits_per_member,
+            page_size=page_size,
+            latency=latency / 1000,
+            fail_rate=fail_rate,
         )
 
     # Not the shared runner: Ctrl-C is how a sandbox stops, a success rather than exit 130.

@@ -16,6 +16,7 @@ else:
 
 from ._faults import Faults
 from ._ledger import CursorFactory, Ledgers, credit_from_dto, credit_from_user, member_key
+from ._random_faults import RandomFaults
 from ._wire import (
     BadRequest,
     RecordedRequest,
@@ -53,9 +54,12 @@ class Sandbox:
         JSON-native values is sent as a JSON object and must come back as its compact
         ``json.dumps(obj, separators=(",", ":"))`` text.
     :param latency: seconds every request waits (while counted in :attr:`in_flight`).
+    :param record_requests: keep every request in :attr:`requests` (turn it off for a
+        long-running server: the list would grow without bound).
     :raises ValueError: if ``default_limit`` is below 1 or ``latency`` is negative.
 
-    :ivar requests: every :class:`RecordedRequest` received, in arrival order.
+    :ivar requests: every :class:`RecordedRequest` received, in arrival order (empty
+        when ``record_requests`` is off).
     :ivar in_flight: the number of requests being handled right now.
     :ivar max_in_flight: the highest :attr:`in_flight` seen since the start or
         :meth:`reset_stats`.
@@ -70,6 +74,7 @@ class Sandbox:
         default_limit: int = 50,
         cursor_factory: CursorFactory | None = None,
         latency: float = 0.0,
+        record_requests: bool = True,
     ) -> None:
         if default_limit < 1:
             raise ValueError("default_limit must be at least 1")
@@ -79,6 +84,7 @@ class Sandbox:
         self.default_limit = default_limit
         self.cursor_factory = cursor_factory
         self.latency = latency
+        self.record_requests = record_requests
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -88,6 +94,7 @@ class Sandbox:
         self._runner: web.ServerRunner | None = None
         self._ledgers = Ledgers()
         self._faults = Faults()
+        self._random_faults = RandomFaults()
 
     async def start(self) -> Self:
         """Start serving.
@@ -221,6 +228,19 @@ class Sandbox:
             disconnect=disconnect,
         )
 
+    def fail_randomly(self, rate: float, *, seed: int = 0, status: int = 503) -> None:
+        """Answer each ledger read (GET) with a transient ``status`` with probability ``rate``.
+
+        Seeded: the same requests in the same order fail the same way. Faults queued with
+        :meth:`fail_next` come first. Writes are never failed this way.
+
+        :param rate: from 0 (never; the default) to 1 (always).
+        :param seed: the seed of the draws.
+        :param status: the status to answer, 500-599.
+        :raises ValueError: if ``rate`` or ``status`` is out of range.
+        """
+        self._random_faults.configure(rate, seed=seed, status=status)
+
     def seed_members(
         self, count: int, *, credits_per_member: int = 5, seed: int = 0, prefix: str = ""
     ) -> list[str]:
@@ -241,11 +261,16 @@ class Sandbox:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             recorded = record_request(request, await request.read())
-            self.requests.append(recorded)
+            if self.record_requests:
+                self.requests.append(recorded)
             # Taken on arrival so that concurrent requests get faults in arrival order.
             fault = self._faults.take(recorded)
+            random_failure = fault is None and self._random_faults.hit(recorded)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
+            if random_failure:
+                status = self._random_faults.status
+                return json_response(status, f"Injected transient failure (HTTP {status})", {})
             if fault is None:
                 return self._dispatch(recorded)
             if fault.apply:
