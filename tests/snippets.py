@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -141,15 +142,48 @@ def _environment(**values: str | None) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Logging set up by a snippet (levels, root handlers) is undone after its page."""
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        for name, logger in logging.root.manager.loggerDict.items():
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(levels.get(name, logging.NOTSET))
+        root.setLevel(root_level)
+
+
+@contextmanager
+def _scratch_directory() -> Iterator[None]:
+    """Files a snippet writes (an export, a database) go to a directory of its own."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory() as directory:
+        os.chdir(directory)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+
+
 def setup_program(namespace: dict[str, Any]) -> None:
-    """A README page's world: its own sandbox and environment."""
+    """A README page's world: its own sandbox, environment and working directory."""
     resources = ExitStack()
     _serve_sandbox(resources)
     namespace.update({_RESOURCES: resources, "__name__": "__main__"})
 
 
 def setup_guide(namespace: dict[str, Any]) -> None:
-    """A guide's world: its own sandbox, environment, event loop and ``client``."""
+    """A guide's world: its own sandbox, environment, working directory, event loop and
+    ``client``."""
     resources = ExitStack()
     _serve_sandbox(resources)
     loop = asyncio.new_event_loop()
@@ -161,6 +195,8 @@ def setup_guide(namespace: dict[str, Any]) -> None:
 
 
 def _serve_sandbox(resources: ExitStack) -> None:
+    resources.enter_context(_scratch_directory())
+    resources.enter_context(_logging_restored())
     sandbox = resources.enter_context(Sandbox(api_key=API_KEY).start_in_thread())
     sandbox.seed_members(SEEDED_MEMBERS)
     resources.enter_context(
@@ -176,9 +212,9 @@ def teardown_page(namespace: dict[str, Any]) -> None:
     namespace[_RESOURCES].close()
 
 
-def collector() -> Callable[[Path, Any], Any]:
-    """The ``pytest_collect_file`` hook for README.md and docs/*.md."""
-    readme = Sybil(
+def readme_sybil() -> Sybil:
+    """README.md: complete programs."""
+    return Sybil(
         parsers=[CodeBlockParser(language="python", evaluator=evaluate_program), SkipParser()],
         path=str(ROOT),
         filenames=["README.md"],
@@ -186,11 +222,19 @@ def collector() -> Callable[[Path, Any], Any]:
         setup=setup_program,
         teardown=teardown_page,
     )
-    guides = Sybil(
+
+
+def guides_sybil() -> Sybil:
+    """docs/*.md: notebook-style blocks with top-level await and ``client``."""
+    return Sybil(
         parsers=[CodeBlockParser(language="python", evaluator=evaluate_guide), SkipParser()],
         path=str(ROOT),
         patterns=["docs/*.md"],
         setup=setup_guide,
         teardown=teardown_page,
     )
-    return (readme + guides).pytest()
+
+
+def collector() -> Callable[[Path, Any], Any]:
+    """The ``pytest_collect_file`` hook for README.md and docs/*.md."""
+    return (readme_sybil() + guides_sybil()).pytest()
