@@ -7,6 +7,7 @@ consumer turns them into ``(customer_id, credit)`` pairs or page-level events.
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -21,6 +22,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 import attrs
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 from ._errors import InveterateError, MemberError, StreamAbortedError
 from ._failfast import FailureStreak
@@ -177,7 +183,7 @@ class CreditStream:
         if self._iterator is not None:
             await self._iterator.aclose()
 
-    async def __aenter__(self) -> CreditStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

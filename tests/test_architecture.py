@@ -35,6 +35,8 @@ PROTOCOL_MODULES = (
     "_money",
     "_redact",
     "_retry",
+    "_context",
+    "_pagination",
 )
 
 

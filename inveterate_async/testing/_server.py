@@ -1,12 +1,18 @@
 """The :class:`Sandbox` server: its lifecycle, the user-facing methods and request handling."""
 
 import asyncio
+import sys
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 from ._faults import Faults
 from ._ledger import CursorFactory, Ledgers, credit_from_dto, credit_from_user, member_key
@@ -86,7 +92,7 @@ class Sandbox:
         self._ledgers = Ledgers()
         self._faults = Faults()
 
-    async def start(self) -> "Sandbox":
+    async def start(self) -> Self:
         """Start serving.
 
         :returns: ``self``.
@@ -133,7 +139,7 @@ class Sandbox:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "Sandbox":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(
