@@ -23,6 +23,7 @@ from ._errors import (
     StreamAbortedError,
 )
 from ._fanout import CreditStream
+from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     Credit,
     CreditPage,
@@ -33,6 +34,8 @@ from ._models import (
     MemberFinished,
 )
 from ._version import __version__
+
+_configure_logging()
 
 __all__ = [
     "APIConnectionError",
