@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import click
 
@@ -68,9 +70,31 @@ async def serve_sandbox(
         await sandbox.close()
 
 
+INSECURE_HTTP_OPT_IN = "INVETERATE_ALLOW_INSECURE_HTTP=1"
+
+
+def client_urls(base_url: str) -> tuple[str, str | None]:
+    """Base URLs a client can use: one for this machine, and one for other machines and
+    containers when the sandbox listens on every interface (0.0.0.0 or ::), else None.
+
+    ``http://0.0.0.0:8080/v2.0`` is an address to bind, not one to connect to.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if host not in ("0.0.0.0", "::"):
+        return base_url, None
+    local = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    return (
+        parts._replace(netloc=f"{local}:{parts.port}").geturl(),
+        parts._replace(netloc=f"{socket.gethostname()}:{parts.port}").geturl(),
+    )
+
+
 def _announce(sandbox: Sandbox, members: int) -> None:
-    url = sandbox.base_url
+    url, elsewhere = client_urls(sandbox.base_url)
     key = sandbox.api_key
+    # The SDK and the CLI refuse plain http to another host unless told to allow it.
+    opt_in = "" if is_loopback(urlsplit(url).hostname or "") else f"{INSECURE_HTTP_OPT_IN} "
     curl = (
         f"curl -s -H {shlex.quote('X-Inveterate-Api-Key: ' + key)} "
         f"{shlex.quote(url + '/admin/members/1/credits?limit=3')}"
@@ -80,9 +104,14 @@ def _announce(sandbox: Sandbox, members: int) -> None:
     click.echo(f"  API key:  {key}")
     click.echo(f"  try:      {curl}")
     click.echo(
-        f"  or:       INVETERATE_BASE_URL={shlex.quote(url)} "
+        f"  or:       {opt_in}INVETERATE_BASE_URL={shlex.quote(url)} "
         f"INVETERATE_API_KEY={shlex.quote(key)} inveterate credits list 1"
     )
+    if elsewhere is not None:
+        click.echo(
+            f"  from other machines or containers: {elsewhere} (or this machine's address), "
+            f"with {INSECURE_HTTP_OPT_IN} for the SDK and the CLI"
+        )
     sys.stdout.flush()
 
 

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,6 +25,9 @@ from ._wire import (
     parse_limit,
     record_request,
 )
+
+if TYPE_CHECKING:
+    from ._thread import ThreadedSandbox
 
 _API_KEY_HEADER = "X-Inveterate-Api-Key"
 
@@ -117,6 +120,25 @@ class Sandbox:
         self._port = int(runner.addresses[0][1])
         self._runner = runner
         return self
+
+    def start_in_thread(self) -> "ThreadedSandbox":
+        """Start serving from an event loop of its own, in a daemon thread.
+
+        For synchronous tests, and for code under test that runs its own event loop
+        (FastAPI's ``TestClient``, Django, ``requests``): a sandbox started in the test's
+        own loop is never served while that loop waits for the app. Use the returned
+        handle (thread-safe) to seed and inspect the sandbox, and close it when done::
+
+            with Sandbox(api_key="test-key").start_in_thread() as sandbox:
+                sandbox.add_credits("42", ["10.00"])
+
+        :returns: the running :class:`ThreadedSandbox`.
+        :raises RuntimeError: if it is already started.
+        :raises OSError: if the address cannot be bound.
+        """
+        from ._thread import ThreadedSandbox  # here: _thread imports this module
+
+        return ThreadedSandbox(self).start()
 
     async def close(self) -> None:
         """Stop serving and close all connections; safe to call more than once."""
