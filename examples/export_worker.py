@@ -77,7 +77,7 @@ def credit_line(member_id: str, credit: Credit) -> bytes:
     """One JSON line; amounts as strings, so that their exact digits survive any reader."""
     record = {
         "member_id": member_id,
-        "id": credit.raw.get("id"),
+        "id": credit.id,
         "created_at": None if credit.created_at is None else credit.created_at.isoformat(),
         "amount": str(credit.amount),
         "new_balance": None if credit.new_balance is None else str(credit.new_balance),

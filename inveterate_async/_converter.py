@@ -83,6 +83,7 @@ _set_created_at = _slot_setters["created_at"]
 _set_new_balance = _slot_setters["new_balance"]
 _set_reason = _slot_setters["reason"]
 _set_note = _slot_setters["note"]
+_set_id = _slot_setters["id"]
 _set_raw = _slot_setters["raw"]
 
 
@@ -118,6 +119,10 @@ def structure_credit(entry: Any, _: Any = None) -> Credit:
         note = get("note")
         if note is not None and type(note) is not str:
             raise ValueError(f"not text: {note!r}")
+        field = "id"
+        entry_id = get("id")
+        if entry_id is not None and type(entry_id) is not str:
+            entry_id = _id_text(entry_id)
     except ValueError as exc:
         raise ValueError(f"entry {get('id')!r}, {field}: {exc}") from None
     credit: Credit = _new_credit(Credit)
@@ -126,8 +131,16 @@ def structure_credit(entry: Any, _: Any = None) -> Credit:
     _set_new_balance(credit, new_balance)
     _set_reason(credit, reason)
     _set_note(credit, note)
+    _set_id(credit, entry_id)
     _set_raw(credit, entry)
     return credit
+
+
+def _id_text(value: Any) -> str:
+    # Some APIs number their entries: an integer id is kept as its digits.
+    if type(value) is int:
+        return str(value)
+    raise ValueError(f"not text: {value!r}")
 
 
 converter = cattrs.Converter()
@@ -167,8 +180,8 @@ _TIMESTAMP: frozenset[type] = frozenset({str})
 _TEXT: frozenset[type] = frozenset({str, _NoneType})
 _get = dict.get
 # Endless, so shared by every call: map() stops at the end of the entries.
-_AMOUNT, _CREATED_AT, _NEW_BALANCE, _REASON, _NOTE = map(
-    repeat, ("amount", "createdAt", "newBalance", "reason", "note")
+_AMOUNT, _CREATED_AT, _NEW_BALANCE, _REASON, _NOTE, _ID = map(
+    repeat, ("amount", "createdAt", "newBalance", "reason", "note", "id")
 )
 _is_finite = Decimal.is_finite
 _tzinfo = attrgetter("tzinfo")
@@ -188,6 +201,7 @@ def _page_by_field(entries: list[Any]) -> list[Credit] | None:
     stamps: list[Any] = list(map(_get, entries, _CREATED_AT))
     reasons: list[Any] = list(map(_get, entries, _REASON))
     notes: list[Any] = list(map(_get, entries, _NOTE))
+    ids: list[Any] = list(map(_get, entries, _ID))
     amount_kinds = set(map(type, amounts))
     balance_kinds = set(map(type, new_balances))
     if not (
@@ -196,6 +210,7 @@ def _page_by_field(entries: list[Any]) -> list[Credit] | None:
         and set(map(type, stamps)) <= _TIMESTAMP
         and set(map(type, reasons)) <= _TEXT
         and set(map(type, notes)) <= _TEXT
+        and set(map(type, ids)) <= _TEXT
     ):
         return None
     if int in amount_kinds:
@@ -223,6 +238,7 @@ def _page_by_field(entries: list[Any]) -> list[Credit] | None:
         "new_balance": new_balances,
         "reason": reasons,
         "note": notes,
+        "id": ids,
         "raw": entries,
     }
     credits: list[Credit] = list(map(_new_credit, repeat(Credit, len(entries))))

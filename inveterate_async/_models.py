@@ -18,8 +18,8 @@ class Credit:
     """One entry of a member's credit ledger.
 
     ``amount`` and ``new_balance`` are exact :class:`~decimal.Decimal` values;
-    ``created_at`` is timezone-aware. ``raw`` is the entry exactly as the API sent
-    it, unknown fields included.
+    ``created_at`` is timezone-aware; ``id`` is the entry's id (None when the API sent
+    none). ``raw`` is the entry exactly as the API sent it, unknown fields included.
     """
 
     amount: Decimal
@@ -27,6 +27,7 @@ class Credit:
     new_balance: Decimal | None = None
     reason: str | None = None
     note: str | None = None
+    id: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 

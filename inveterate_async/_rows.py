@@ -35,14 +35,14 @@ def timestamp_text(moment: datetime) -> str:
 
 
 def credit_row(credit: Credit) -> tuple[Any, ...]:
-    """The values of :data:`CREDIT_COLUMNS` for one credit (``id`` comes from ``raw``)."""
+    """The values of :data:`CREDIT_COLUMNS` for one credit."""
     return (
         None if credit.created_at is None else timestamp_text(credit.created_at),
         credit.amount,
         credit.new_balance,
         credit.reason,
         credit.note,
-        credit.raw.get("id"),
+        credit.id,
     )
 
 

@@ -1,5 +1,6 @@
 """Response reading: bodies to models, statuses to typed errors, key scrubbing."""
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -74,6 +75,7 @@ def test_page_is_read_with_exact_money_and_aware_dates() -> None:
         Decimal("110.10"),
         "goodwill",
         None,
+        "c1",
     )
     assert str(credit.amount) == "10.10"
     assert credit.raw["extra"] == {"x": 1}
@@ -143,6 +145,18 @@ def test_timestamps(value: object, expected: datetime) -> None:
 def test_epoch_out_of_range_is_an_error() -> None:
     with pytest.raises(ValueError, match="out of range"):
         structure_datetime(10**30)
+
+
+@pytest.mark.parametrize(("entry_id", "expected"), [("cr_1", "cr_1"), (17, "17"), (None, None)])
+def test_entry_ids_are_typed(entry_id: object, expected: str | None) -> None:
+    page = read(read_credits_page, GET, ok(_page_of({"id": entry_id, "amount": 1})))
+    assert page.credits[0].id == expected
+    with pytest.raises(InvalidResponseError, match="id"):
+        read(read_credits_page, GET, ok(_page_of({"id": [1], "amount": 1})))
+
+
+def _page_of(*entries: object) -> bytes:
+    return json.dumps({"message": "ok", "data": {"credits": list(entries)}}).encode()
 
 
 def test_the_credit_hook_fills_every_field_of_credit() -> None:

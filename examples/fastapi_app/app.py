@@ -54,9 +54,8 @@ class CreditOut(BaseModel):
     @classmethod
     def of(cls, credit: Credit) -> CreditOut:
         """The answer's view of an SDK :class:`Credit`."""
-        entry_id = credit.raw.get("id")
         return cls(
-            id=entry_id if isinstance(entry_id, str) else None,
+            id=credit.id,
             created_at=credit.created_at,
             amount=credit.amount,
             new_balance=credit.new_balance,

@@ -160,7 +160,7 @@ async def run_demo(console: Console | None = None) -> None:
                     f"  [yellow]Warning: {escape(UNKNOWN_OUTCOME_HINT)}[/]; the CLI exits with 3"
                 )
             check = await _last_credit(client, "1")
-            applied = check.raw.get("id") != after.raw.get("id")
+            applied = check.id != after.id
             verdict = (
                 "it was applied: do not retry"
                 if applied
