@@ -2,14 +2,15 @@
 
 :class:`Sandbox` runs a fake Inveterate credits API on localhost (real HTTP, in-memory
 ledgers, fault injection) and records every request it receives as a
-:class:`RecordedRequest`.
+:class:`RecordedRequest`. :class:`ManualClock` lets a test move time by hand.
 
 The package deliberately imports nothing from the rest of ``inveterate_async``: it has its
 own JSON, URL and money handling, so a bug in the client cannot be mirrored (and hidden) by
 the server it is tested against.
 """
 
+from inveterate_async.testing._clock import ManualClock
 from inveterate_async.testing._server import Sandbox
 from inveterate_async.testing._wire import RecordedRequest
 
-__all__ = ["RecordedRequest", "Sandbox"]
+__all__ = ["ManualClock", "RecordedRequest", "Sandbox"]
