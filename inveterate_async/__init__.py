@@ -5,6 +5,13 @@ async with InveterateClient() as client:          # key from INVETERATE_API_KEY
         print(credit.created_at, credit.amount)
 """
 
+from ._adjustments import (
+    AdjustmentReport,
+    AdjustmentRow,
+    AdjustmentState,
+    CandidateEntry,
+    CreditAdjustment,
+)
 from ._client import InveterateClient
 from ._errors import (
     APIConnectionError,
@@ -14,6 +21,9 @@ from ._errors import (
     BadRequestError,
     InvalidResponseError,
     InveterateError,
+    JournalConflictError,
+    JournalError,
+    JournalLockedError,
     MemberError,
     NotFoundError,
     PaginationError,
@@ -21,6 +31,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._journal import Journal
 from ._models import Credit, CreditPage, CreditResult
 from ._pagination import CreditStream, MemberFailure
 from ._version import __version__
@@ -29,15 +40,24 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AdjustmentReport",
+    "AdjustmentRow",
+    "AdjustmentState",
     "AuthenticationError",
     "BadRequestError",
+    "CandidateEntry",
     "Credit",
+    "CreditAdjustment",
     "CreditPage",
     "CreditResult",
     "CreditStream",
     "InvalidResponseError",
     "InveterateClient",
     "InveterateError",
+    "Journal",
+    "JournalConflictError",
+    "JournalError",
+    "JournalLockedError",
     "MemberError",
     "MemberFailure",
     "NotFoundError",
