@@ -195,15 +195,21 @@ class Journal:
         if self._executor is None:
             raise RuntimeError("the journal is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(function, *args))
+        try:
+            return await loop.run_in_executor(self._executor, partial(function, *args))
+        except sqlite3.Error as exc:  # a full disk, an I/O error, a broken invariant
+            raise JournalError(f"journal {self._path}: {exc}", path=self._path) from exc
 
     def _open(self) -> None:
         try:
             if self._read_only:
                 if not os.path.isfile(self._path):
                     raise JournalError(f"no journal at {self._path}", path=self._path)
-                uri = f"file:{quote(os.path.abspath(self._path))}?mode=ro"
+                # Read-write but query-only: on close, the last connection can still
+                # clean up the WAL files, which a mode=ro connection would leave behind.
+                uri = f"file:{quote(os.path.abspath(self._path))}?mode=rw"
                 self._connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._connection.execute("PRAGMA query_only=ON")
             else:
                 self._lock()
                 self._connection = sqlite3.connect(self._path, isolation_level=None)

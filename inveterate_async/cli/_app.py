@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import click
 
 from .. import __version__
+from ._apply import apply_command, journal_command
 from ._core import Settings
 from ._credits import credits_group
 from ._demo import demo_command
@@ -70,7 +71,7 @@ def app(
     `credits` command.
 
     Exit codes: 0 ok, 1 API error, 2 usage error, 3 write of unknown outcome,
-    130 interrupted.
+    130 interrupted, 143 terminated.
     """
     ctx.obj = Settings(
         api_key=api_key or None,
@@ -81,6 +82,8 @@ def app(
     )
 
 
+credits_group.add_command(apply_command)
+credits_group.add_command(journal_command)
 app.add_command(credits_group)
 app.add_command(sandbox_command)
 app.add_command(demo_command)

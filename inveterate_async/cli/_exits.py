@@ -1,6 +1,7 @@
 """Exit codes, and the one runner that turns a command's errors into messages and codes.
 
-Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 130 interrupted.
+Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 EXIT_OUTCOME_UNKNOWN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class CliError(click.ClickException):
@@ -56,6 +58,12 @@ class Interrupted(CliError):
         :param file: ignored (click's signature): the message always goes to stderr.
         """
         click.echo(self.format_message(), err=True)
+
+
+class Terminated(Interrupted):
+    """SIGTERM, handled like Ctrl-C but with its own exit code (128 + 15)."""
+
+    exit_code = EXIT_TERMINATED
 
 
 def describe(error: BaseException) -> str:
