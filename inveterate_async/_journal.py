@@ -1,10 +1,12 @@
 """The SQLite journal of bulk adjustments: one row per ref, crash-safe, one writer at a time.
 
 Every call runs on the journal's own thread, which alone holds the connection: calls run
-in order, and a write whose caller was cancelled still completes before the next one. The
-file uses WAL with ``synchronous=FULL``, so a committed write survives SIGKILL and power
-loss. A writer holds an exclusive ``flock`` on ``PATH.lock``, which the OS releases when the
-process ends, however it ends.
+in order, and a write whose caller was cancelled still completes. The file uses WAL with
+``synchronous=FULL``, so a committed write survives SIGKILL and power loss. Row updates
+that queue up while a commit is under way are committed together (one fsync for many
+rows); each caller still resumes only once its own update is durable. A writer holds an
+exclusive ``flock`` on ``PATH.lock``, which the OS releases when the process ends, however
+it ends.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class Journal:
         self._connection: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._busy = False  # an apply_credits call is using it
+        # Row updates waiting for the next group commit, and the task committing them.
+        self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Journal({self._path!r}, read_only={self._read_only})"
@@ -124,7 +129,12 @@ class Journal:
         return self
 
     async def close(self) -> None:
-        """Close the file and release the lock; safe to call more than once."""
+        """Close the file and release the lock; safe to call more than once.
+
+        Updates already queued are committed first.
+        """
+        if self._committer is not None:
+            await asyncio.shield(self._committer)
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, self._close)
@@ -167,7 +177,8 @@ class Journal:
 
     async def _mark_sending(self, ref: str, sent_note: str | None, now: datetime) -> AdjustmentRow:
         """Durably mark a row as being sent: call before its POST leaves."""
-        return await self._run(self._update, ref, now, _SENDING_SQL, (sent_note, now, now))
+        stamp = now.isoformat()
+        return await self._commit(self._update, ref, now, _SENDING_SQL, (sent_note, stamp, stamp))
 
     async def _record(
         self,
@@ -181,7 +192,7 @@ class Journal:
     ) -> AdjustmentRow:
         """Set a row's state, and its claimed entry, last error or review candidates."""
         values = (state.value, entry_id, error, _candidates_json(candidates))
-        return await self._run(self._update, ref, now, _RECORD_SQL, values)
+        return await self._commit(self._update, ref, now, _RECORD_SQL, values)
 
     async def _member_rows(self, customer_id: str) -> list[AdjustmentRow]:
         return await self._run(self._select, "customer_id = ?", (customer_id,))
@@ -189,7 +200,61 @@ class Journal:
     async def _claimed(self, customer_id: str) -> set[str]:
         return await self._run(self._claimed_entries, customer_id)
 
+    async def _commit(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` in the next group commit; return once that is durable.
+
+        Cancelling the caller does not withdraw the update: it is committed all the same.
+        """
+        if self._executor is None:
+            raise RuntimeError("the journal is not open")
+        if self._read_only:
+            raise JournalError(f"{self._path} was opened read-only", path=self._path)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queued.append((partial(function, *args), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_queued())
+        return await asyncio.shield(future)
+
+    async def _commit_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                results = await self._run(self._transaction, [update for update, _ in batch])
+            except asyncio.CancelledError:  # the loop is shutting down
+                for _, future in batch + self._queued:
+                    future.cancel()
+                self._queued = []
+                raise
+            except Exception as exc:  # the commit itself failed: every update with it
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
     # --- on the journal's thread ----------------------------------------------------------
+
+    def _transaction(self, updates: list[Callable[[], Any]]) -> list[Any]:
+        """Run the updates in one transaction; each one's result, or its error (undone)."""
+        results: list[Any] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for update in updates:
+                self._db.execute("SAVEPOINT one_update")
+                try:
+                    results.append(update())
+                except sqlite3.Error as exc:
+                    self._db.execute("ROLLBACK TO one_update")
+                    results.append(JournalError(f"journal {self._path}: {exc}", path=self._path))
+                self._db.execute("RELEASE one_update")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return results
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -287,14 +352,9 @@ class Journal:
         return {entry_id for (entry_id,) in self._db.execute(query, (customer_id,))}
 
     def _update(self, ref: str, now: datetime, sql: str, values: tuple[Any, ...]) -> AdjustmentRow:
-        self._write(sql, (*values, now.isoformat(), ref))
+        self._db.execute(sql, (*values, now.isoformat(), ref))
         (row,) = self._select("ref = ?", (ref,))
         return row
-
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        if self._read_only:
-            raise JournalError(f"{self._path} was opened read-only", path=self._path)
-        self._db.execute(sql, params)
 
     def _recover_rows(self, now: datetime) -> list[AdjustmentRow]:
         stranded = self._select("state = ?", (AdjustmentState.SENDING.value,))
