@@ -132,7 +132,8 @@ class AdjustmentRow:
     """A journal row: an adjustment, where it stands, and the evidence.
 
     ``sent_note`` is the note as sent (with the ref marker under ``tag_notes``);
-    ``attempts`` counts the POSTs started; times are timezone-aware UTC. ``entry_id`` is
+    ``attempts`` counts the POSTs started, ``resends`` those started after the row was
+    found not applied; times are timezone-aware UTC. ``entry_id`` is
     the ledger entry claimed for it (None when applied by a 2xx that did not name one);
     ``error`` is the last error's text; ``candidates`` are the look-alike entries of a
     row that needs review.
@@ -141,6 +142,7 @@ class AdjustmentRow:
     adjustment: CreditAdjustment
     state: AdjustmentState
     attempts: int = 0
+    resends: int = 0
     sent_note: str | None = None
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None

@@ -34,6 +34,10 @@ OnProgress = Callable[[AdjustmentRow], object]
 Sleep = Callable[[float], Awaitable[object]]
 
 _STOPPED_WHILE_SENDING = "interrupted while sending: it may have been applied"
+_TWICE = (
+    "re-sent after it was found not applied, and the ledger now has more such entries "
+    "than rows: its first send may have been applied late (applied twice)"
+)
 _MAX_POLL_INTERVAL = 10.0
 
 
@@ -229,8 +233,9 @@ class _Run:
         else:
             note = adjustment.tagged_note() if self._options.tag_notes else adjustment.note
             self._sent.add(row.ref)
+        resend = previous is AdjustmentState.NOT_APPLIED
         try:
-            marked = await self._journal._mark_sending(row.ref, note, self._now())
+            marked = await self._journal._mark_sending(row.ref, note, self._now(), resend=resend)
         except asyncio.CancelledError:
             # The mark may still be written; nothing was sent, so undo it.
             await self._record(row.ref, previous)
@@ -253,11 +258,8 @@ class _Run:
     # --- reconciling ----------------------------------------------------------------------
 
     async def _members_to_reconcile(self) -> list[str]:
-        undecided = {AdjustmentState.UNKNOWN, AdjustmentState.NOT_APPLIED}
         rows = await self._journal.rows()
-        return list(
-            dict.fromkeys(row.adjustment.customer_id for row in rows if row.state in undecided)
-        )
+        return list(dict.fromkeys(row.adjustment.customer_id for row in rows if _to_check(row)))
 
     async def _reconcile(self) -> None:
         await self._each(await self._members_to_reconcile(), self._reconcile_member)
@@ -268,6 +270,7 @@ class _Run:
         if not sent:
             return
         claimed = await self._journal._claimed(member)
+        claimed -= {s.own_entry for s in sent.values() if s.standing is Standing.RESENT}
         deadline = max(s.last_sent_at for s in sent.values()) + self._settle
         while True:
             started = self._now()
@@ -308,9 +311,12 @@ class _Run:
             del sent[ref]
             await self._record(ref, AdjustmentState.APPLIED, entry_id=finding.entry.key)
         elif finding.verdict is Verdict.AMBIGUOUS:
+            error = _TWICE if sent[ref].standing is Standing.RESENT else None
             sent[ref] = attrs.evolve(sent[ref], standing=Standing.UNDER_REVIEW)
             candidates = [_candidate(entry) for entry in finding.candidates]
-            await self._record(ref, AdjustmentState.NEEDS_REVIEW, candidates=candidates)
+            await self._record(
+                ref, AdjustmentState.NEEDS_REVIEW, candidates=candidates, error=error
+            )
         elif finding.verdict is Verdict.UNCONFIRMED and state is not AdjustmentState.NOT_APPLIED:
             rows[ref] = attrs.evolve(rows[ref], state=AdjustmentState.NOT_APPLIED)
             await self._record(ref, AdjustmentState.NOT_APPLIED)
@@ -329,6 +335,13 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise
 
 
+def _to_check(row: AdjustmentRow) -> bool:
+    """Whether a row makes its member's ledger worth reading."""
+    if row.state is AdjustmentState.APPLIED:
+        return row.resends > 0
+    return row.state in (AdjustmentState.UNKNOWN, AdjustmentState.NOT_APPLIED)
+
+
 def _as_sent(row: AdjustmentRow) -> Sent | None:
     if row.first_sent_at is None or row.last_sent_at is None:
         return None
@@ -337,12 +350,22 @@ def _as_sent(row: AdjustmentRow) -> Sent | None:
         AdjustmentState.NOT_APPLIED: Standing.UNDECIDED,
         AdjustmentState.NEEDS_REVIEW: Standing.UNDER_REVIEW,
     }.get(row.state)
-    if row.state is AdjustmentState.APPLIED and row.entry_id is None:
-        standing = Standing.CONFIRMED
+    if row.state is AdjustmentState.APPLIED:
+        if row.resends:
+            standing = Standing.RESENT
+        elif row.entry_id is None:
+            standing = Standing.CONFIRMED
     if standing is None:
         return None
-    note = row.sent_note or ""
-    return Sent(row.ref, row.adjustment.amount, note, row.first_sent_at, row.last_sent_at, standing)
+    return Sent(
+        row.ref,
+        row.adjustment.amount,
+        row.sent_note or "",
+        row.first_sent_at,
+        row.last_sent_at,
+        standing,
+        own_entry=row.entry_id,
+    )
 
 
 def _state_after(error: InveterateError, previous: AdjustmentState) -> AdjustmentState:

@@ -49,6 +49,7 @@ CREATE TABLE adjustments (
     force         INTEGER,
     state         TEXT NOT NULL,
     attempts      INTEGER NOT NULL DEFAULT 0,
+    resends       INTEGER NOT NULL DEFAULT 0,
     sent_note     TEXT,
     first_sent_at TEXT,
     last_sent_at  TEXT,
@@ -175,10 +176,16 @@ class Journal:
         """Turn rows left "sending" by a process that died into unknown rows."""
         return await self._run(self._recover_rows, now)
 
-    async def _mark_sending(self, ref: str, sent_note: str | None, now: datetime) -> AdjustmentRow:
-        """Durably mark a row as being sent: call before its POST leaves."""
+    async def _mark_sending(
+        self, ref: str, sent_note: str | None, now: datetime, *, resend: bool = False
+    ) -> AdjustmentRow:
+        """Durably mark a row as being sent: call before its POST leaves.
+
+        :param resend: it is sent again after it was found not applied.
+        """
         stamp = now.isoformat()
-        return await self._commit(self._update, ref, now, _SENDING_SQL, (sent_note, stamp, stamp))
+        values = (int(resend), sent_note, stamp, stamp)
+        return await self._commit(self._update, ref, now, _SENDING_SQL, values)
 
     async def _record(
         self,
@@ -402,7 +409,8 @@ _EDIT_SQL = (
     "state = 'pending', sent_note = NULL, candidates = NULL, updated_at = ? WHERE ref = ?"
 )
 _SENDING_SQL = (
-    "UPDATE adjustments SET state = 'sending', attempts = attempts + 1, sent_note = ?, "
+    "UPDATE adjustments SET state = 'sending', attempts = attempts + 1, "
+    "resends = resends + ?, sent_note = ?, "
     "first_sent_at = coalesce(first_sent_at, ?), last_sent_at = ?, updated_at = ? "
     "WHERE ref = ?"
 )
@@ -442,6 +450,7 @@ def _row(record: sqlite3.Row) -> AdjustmentRow:
         adjustment,
         AdjustmentState(record["state"]),
         attempts=record["attempts"],
+        resends=record["resends"],
         sent_note=record["sent_note"],
         first_sent_at=_time(record["first_sent_at"]),
         last_sent_at=_time(record["last_sent_at"]),

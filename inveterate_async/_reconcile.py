@@ -13,7 +13,10 @@ they are decided together, as a group:
   entry not known) before the others; an undecided row that gets one is applied;
 - an undecided row without one is not applied once the whole group's settle window is
   over, and waits until then;
-- a group with a row already under review stays under review.
+- a group with a row already under review stays under review;
+- a row applied after a re-send is checked too: an entry it cannot explain may be its
+  first write, applied after the settle window, so more candidates than rows puts it
+  under review (applied twice).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Standing(enum.Enum):
     """Answered 2xx: applied, but which entry is its own is not known."""
     UNDER_REVIEW = "under_review"
     """Already needs review: left to a person."""
+    RESENT = "resent"
+    """Applied after a re-send: a late first write would be an extra look-alike."""
 
 
 @attrs.frozen(slots=True)
@@ -60,6 +65,7 @@ class Sent:
     first_sent_at: datetime
     last_sent_at: datetime
     standing: Standing = Standing.UNDECIDED
+    own_entry: str | None = None  # the key of the entry claimed for it, if any
 
 
 class Verdict(enum.Enum):
@@ -106,14 +112,16 @@ def reconcile(
 ) -> list[Finding]:
     """Decide every undecided row of one member from a read of its ledger.
 
-    :param rows: the member's rows that are unknown, not applied, under review, or
-        applied by a 2xx without a known entry.
+    :param rows: the member's rows that are unknown, not applied, under review, applied
+        by a 2xx without a known entry, or applied after a re-send.
     :param entries: the whole ledger as read, started at ``now``.
-    :param claimed: keys of entries already claimed by other journal rows.
+    :param claimed: keys of entries claimed by journal rows, except those of ``rows``
+        applied after a re-send (their ``own_entry``).
     :param now: when the ledger read started.
     :param settle: how long after its last send a write must be visible in the ledger.
     :param skew: how much earlier than the send an entry's ``createdAt`` may be.
-    :returns: one finding per undecided row, in ``rows`` order.
+    :returns: one finding per undecided row, and one per re-sent row that needs review,
+        in ``rows`` order.
     """
     rows = list(rows)
     groups: defaultdict[tuple[Decimal, str], list[Sent]] = defaultdict(list)
@@ -136,7 +144,8 @@ def _decide(
     skew: timedelta,
 ) -> dict[str, Finding]:
     undecided = [row for row in group if row.standing is Standing.UNDECIDED]
-    if not undecided:
+    resent = [row for row in group if row.standing is Standing.RESENT]
+    if not undecided and not resent:
         return {}
     earliest = min(row.first_sent_at for row in group) - skew
     candidates = tuple(
@@ -145,8 +154,12 @@ def _decide(
             key=_age,
         )
     )
-    under_review = any(row.standing is Standing.UNDER_REVIEW for row in group)
-    if under_review or len(candidates) > len(group):
+    if len(candidates) > len(group):
+        return {
+            row.ref: Finding(row.ref, Verdict.AMBIGUOUS, candidates=candidates)
+            for row in [*undecided, *resent]
+        }
+    if any(row.standing is Standing.UNDER_REVIEW for row in group):
         return {
             row.ref: Finding(row.ref, Verdict.AMBIGUOUS, candidates=candidates) for row in undecided
         }
@@ -163,12 +176,20 @@ def _decide(
 
 
 def _pair(group: Sequence[Sent], candidates: Sequence[Entry], skew: timedelta) -> dict[str, Entry]:
-    # Candidates oldest first: a row that may take an entry may take every later one too,
-    # so any row that fits is as good as another for the count; rows answered 2xx go first
-    # because they certainly have an entry somewhere.
-    waiting = sorted(group, key=lambda row: row.standing is not Standing.CONFIRMED)
+    # A row keeps the entry already claimed for it. Then candidates go oldest first: a row
+    # that may take an entry may take every later one too, so any row that fits is as good
+    # as another for the count; rows known to be applied go first because they certainly
+    # have an entry somewhere.
     matched: dict[str, Entry] = {}
-    for entry in candidates:
+    by_key = {entry.key: entry for entry in candidates}
+    for row in group:
+        if row.own_entry is not None and row.own_entry in by_key:
+            matched[row.ref] = by_key.pop(row.own_entry)
+    waiting = sorted(
+        (row for row in group if row.ref not in matched),
+        key=lambda row: row.standing not in (Standing.CONFIRMED, Standing.RESENT),
+    )
+    for entry in by_key.values():
         for row in waiting:
             if entry.created_at is None or entry.created_at >= row.first_sent_at - skew:
                 matched[row.ref] = entry

@@ -96,7 +96,7 @@ def _is_jsonl(path: str, text: str) -> bool:
 
 
 def _csv(text: str) -> Iterator[Line]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = next(reader, None)
     if header is None:
         return
@@ -165,7 +165,7 @@ def _adjustment(fields: Mapping[str, Any]) -> CreditAdjustment:
             f"spaces or separators): {amount!r}"
         )
     note = fields.get("note")
-    if note is not None and not isinstance(note, str):
+    if note is not None and (not isinstance(note, str) or isinstance(note, _NumberText)):
         raise ValueError(f"note must be text, not {note!r}")
     return CreditAdjustment(
         ref=_text(fields, "ref"),
