@@ -88,6 +88,7 @@ class Journal:
         self._connection: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._busy = False  # an apply_credits call is using it
+        self._blank = False  # read-only, and the file has no schema yet
         # Row updates waiting for the next group commit, and the task committing them.
         self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -300,7 +301,7 @@ class Journal:
         application_id = connection.execute("PRAGMA application_id").fetchone()[0]
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if application_id != _APPLICATION_ID and (tables or self._read_only):
+        if tables and application_id != _APPLICATION_ID:
             raise JournalError(f"{self._path} is not an inveterate journal", path=self._path)
         if version > _SCHEMA_VERSION:
             raise JournalError(
@@ -309,6 +310,8 @@ class Journal:
                 path=self._path,
             )
         if self._read_only:
+            # No tables: new, or its creator died before the schema was committed.
+            self._blank = not tables
             return
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
@@ -351,6 +354,8 @@ class Journal:
         return self._connection
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[AdjustmentRow]:
+        if self._blank:
+            return []
         query = f"SELECT * FROM adjustments WHERE {where} ORDER BY position"
         return [_row(record) for record in self._db.execute(query, params)]
 

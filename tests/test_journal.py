@@ -253,6 +253,19 @@ async def test_read_only_needs_an_existing_journal(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.sqlite").exists()
 
 
+async def test_a_file_left_before_its_schema_reads_as_empty(tmp_path: Path) -> None:
+    # What a process killed while creating the journal leaves: a database without tables.
+    blank = tmp_path / "blank.sqlite"
+    connection = sqlite3.connect(blank)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.close()
+    async with Journal(blank, read_only=True) as reader:
+        assert await reader.rows() == []
+    async with Journal(blank) as journal:  # and opening it for writing creates the schema
+        await journal._merge([adjustment("a")], NOW, write=True)
+        assert [row.ref for row in await journal.rows()] == ["a"]
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 async def test_other_files_are_not_journals(tmp_path: Path, read_only: bool) -> None:
     other = tmp_path / "other.sqlite"
