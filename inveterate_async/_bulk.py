@@ -267,8 +267,6 @@ class _Run:
     async def _reconcile_member(self, member: str) -> None:
         rows = {row.ref: row for row in await self._journal._member_rows(member)}
         sent = {ref: s for ref, row in rows.items() if (s := _as_sent(row)) is not None}
-        if not sent:
-            return
         claimed = await self._journal._claimed(member)
         claimed -= {s.own_entry for s in sent.values() if s.standing is Standing.RESENT}
         deadline = max(s.last_sent_at for s in sent.values()) + self._settle
@@ -343,8 +341,6 @@ def _to_check(row: AdjustmentRow) -> bool:
 
 
 def _as_sent(row: AdjustmentRow) -> Sent | None:
-    if row.first_sent_at is None or row.last_sent_at is None:
-        return None
     standing = {
         AdjustmentState.UNKNOWN: Standing.UNDECIDED,
         AdjustmentState.NOT_APPLIED: Standing.UNDECIDED,
@@ -355,8 +351,8 @@ def _as_sent(row: AdjustmentRow) -> Sent | None:
             standing = Standing.RESENT
         elif row.entry_id is None:
             standing = Standing.CONFIRMED
-    if standing is None:
-        return None
+    if standing is None or row.first_sent_at is None or row.last_sent_at is None:
+        return None  # never sent, or applied with its entry known
     return Sent(
         row.ref,
         row.adjustment.amount,

@@ -136,7 +136,7 @@ class Journal:
         Updates already queued are committed first.
         """
         if self._committer is not None:
-            await asyncio.shield(self._committer)
+            await asyncio.wait([self._committer])
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, self._close)
@@ -221,7 +221,14 @@ class Journal:
         self._queued.append((partial(function, *args), future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_queued())
+            self._committer.add_done_callback(self._drop_queued)
         return await asyncio.shield(future)
+
+    def _drop_queued(self, committer: asyncio.Task[None]) -> None:
+        # A committer cancelled (the loop shutting down) leaves no caller waiting forever.
+        queued, self._queued = self._queued, []
+        for _, future in queued:
+            future.cancel()
 
     async def _commit_queued(self) -> None:
         while self._queued:
@@ -229,15 +236,12 @@ class Journal:
             try:
                 results = await self._run(self._transaction, [update for update, _ in batch])
             except asyncio.CancelledError:  # the loop is shutting down
-                for _, future in batch + self._queued:
+                for _, future in batch:
                     future.cancel()
-                self._queued = []
                 raise
             except Exception as exc:  # the commit itself failed: every update with it
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:

@@ -398,6 +398,31 @@ async def test_cancelling_a_run_leaves_a_consistent_journal(tmp_path: Path) -> N
     assert report.all_applied
 
 
+async def test_cancelled_between_the_mark_and_the_post_goes_back_to_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marked = asyncio.Event()
+    real = Journal._mark_sending
+
+    async def mark_then_stall(self: Journal, *args: Any, **kwargs: Any) -> AdjustmentRow:
+        row = await real(self, *args, **kwargs)  # durable: the row is "sending"
+        marked.set()
+        await asyncio.Event().wait()  # cancelled here, before the POST
+        return row  # pragma: no cover - never reached
+
+    monkeypatch.setattr(Journal, "_mark_sending", mark_then_stall)
+    path = tmp_path / "j.sqlite"
+    async with world() as w:
+        task = asyncio.ensure_future(w.client.apply_credits([gold(1)], path, clock=w.clock))
+        await asyncio.wait_for(marked.wait(), 30)
+        assert journal_states(path) == {"gold:1": "sending"}
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert posts(w.sandbox) == []
+    assert journal_states(path) == {"gold:1": "pending"}  # nothing left: nothing to reconcile
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -343,6 +343,26 @@ def test_journal_command_shows_the_state(server: ThreadedSandbox, tmp_path: Path
     assert "no journal at" in missing.stderr
 
 
+def test_rows_never_sent_and_rows_dropped_from_the_file_are_shown(
+    server: ThreadedSandbox, tmp_path: Path
+) -> None:
+    # A wrong key fails the first read: the rows are in the journal, never sent.
+    batch = write(tmp_path, "batch.csv", HEADER + "g:1,1,5.00,,\ng:2,2,1.00,,\n")
+    journal = str(tmp_path / "j.sqlite")
+    wrong = ["--api-key", "wrong", "--base-url", server.base_url, "--max-retries", "0"]
+    failed = invoke([*wrong, "credits", "apply", batch, "--journal", journal, "--yes"])
+    assert failed.exit_code == 1
+    assert "BadRequestError: HTTP 400" in failed.stderr
+    shown = invoke(["credits", "journal", journal])
+    assert shown.exit_code == 1
+    assert [line.split()[3:] for line in shown.stdout.splitlines() if line.startswith("g:")] == [
+        ["pending", "not", "sent"],
+        ["pending", "not", "sent"],
+    ]
+    smaller = apply(server, tmp_path, "--dry-run", text=HEADER + "g:1,1,5.00,,\n")
+    assert "journal: 1 rows not applied that this file no longer has" in smaller.stderr
+
+
 def test_journal_command_cuts_long_lists(tmp_path: Path, server: ThreadedSandbox) -> None:
     rows = "".join(f"g:{n},{n},1.00,,\n" for n in range(5))
     server.call(server.sandbox.fail_next, 400, method="POST", times=5)

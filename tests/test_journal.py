@@ -9,10 +9,12 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +307,91 @@ async def test_open_close_misuse(path: Path) -> None:
     await journal.close()
     await journal.close()
     assert not journal.is_open
+
+
+async def test_a_failed_commit_fails_every_update_in_it(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await journal._merge([adjustment("a"), adjustment("b")], NOW, write=True)
+
+    def disk_error(updates: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(journal, "_transaction", disk_error)
+    results = await asyncio.gather(
+        journal._record("a", AdjustmentState.APPLIED, NOW),
+        journal._record("b", AdjustmentState.APPLIED, NOW),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [JournalError, JournalError]
+    assert str(results[0]) == f"journal {journal.path}: disk I/O error"
+    monkeypatch.undo()
+    assert [row.state for row in await journal.rows()] == [AdjustmentState.PENDING] * 2
+
+
+async def test_an_update_that_breaks_rolls_back_its_whole_commit(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await journal._merge([adjustment("a")], NOW, write=True)
+
+    def broken(*args: object) -> None:
+        journal._db.execute("UPDATE adjustments SET state = 'applied'")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(journal, "_update", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await journal._record("a", AdjustmentState.APPLIED, NOW)
+    monkeypatch.undo()
+    assert (await journal.rows())[0].state is AdjustmentState.PENDING
+
+
+async def test_a_commit_cut_short_by_the_loop_cancels_its_waiters(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await journal._merge([adjustment("a"), adjustment("b")], NOW, write=True)
+    started = threading.Event()
+    release = threading.Event()
+    real = journal._transaction
+
+    def slow(updates: list[Any]) -> list[Any]:
+        started.set()
+        release.wait(30)
+        return real(updates)
+
+    monkeypatch.setattr(journal, "_transaction", slow)
+    first = asyncio.ensure_future(journal._record("a", AdjustmentState.APPLIED, NOW))
+    await asyncio.to_thread(started.wait, 30)  # "a" is being committed
+    second = asyncio.ensure_future(journal._record("b", AdjustmentState.APPLIED, NOW))
+    await asyncio.sleep(0)  # "b" waits for the next commit
+    assert journal._committer is not None
+    journal._committer.cancel()  # what asyncio.run does to leftover tasks at the end
+    release.set()
+    for waiter in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    await journal.close()  # waits for nothing that was cancelled
+    monkeypatch.undo()
+    async with Journal(journal.path, read_only=True) as reader:
+        # "a" was committed all the same (its commit had started); "b" never was.
+        assert [row.state for row in await reader.rows()] == [
+            AdjustmentState.APPLIED,
+            AdjustmentState.PENDING,
+        ]
+
+
+async def test_a_commit_cancelled_before_it_started_cancels_its_waiters(
+    journal: Journal,
+) -> None:
+    await journal._merge([adjustment("a")], NOW, write=True)
+    waiter = asyncio.ensure_future(journal._record("a", AdjustmentState.APPLIED, NOW))
+    await asyncio.sleep(0)
+    assert journal._committer is not None
+    journal._committer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+async def test_a_failed_insert_adds_nothing(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="UNIQUE"):
+        await journal._merge([adjustment("a"), adjustment("a", "2")], NOW, write=True)
+    assert await journal.rows() == []
