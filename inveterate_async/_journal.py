@@ -226,6 +226,10 @@ class Journal:
 
     def _drop_queued(self, committer: asyncio.Task[None]) -> None:
         # A committer cancelled (the loop shutting down) leaves no caller waiting forever.
+        # One that ended normally drops nothing: what was queued since then is the next
+        # committer's, already started or about to be.
+        if not committer.cancelled() or committer is not self._committer:
+            return
         queued, self._queued = self._queued, []
         for _, future in queued:
             future.cancel()

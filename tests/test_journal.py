@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import random
 import signal
 import sqlite3
 import sys
@@ -395,3 +396,30 @@ async def test_a_failed_insert_adds_nothing(journal: Journal) -> None:
     with pytest.raises(JournalError, match="UNIQUE"):
         await journal._merge([adjustment("a"), adjustment("a", "2")], NOW, write=True)
     assert await journal.rows() == []
+
+
+async def test_updates_queued_at_any_moment_are_all_committed(journal: Journal) -> None:
+    refs = [f"r{n}" for n in range(300)]
+    await journal._merge([adjustment(ref) for ref in refs], NOW, write=True)
+    rng = random.Random(3)
+
+    async def update(ref: str, delay: float) -> None:
+        await asyncio.sleep(delay)  # spread over many commits
+        await journal._record(ref, AdjustmentState.APPLIED, NOW)
+
+    await asyncio.gather(*(update(ref, rng.uniform(0, 0.2)) for ref in refs))
+    assert {row.state for row in await journal.rows()} == {AdjustmentState.APPLIED}
+
+
+async def test_a_commit_that_ended_drops_nothing_queued_after_it(journal: Journal) -> None:
+    await journal._merge([adjustment("a"), adjustment("b")], NOW, write=True)
+    await journal._record("a", AdjustmentState.APPLIED, NOW)
+    ended = journal._committer
+    assert ended is not None
+    assert ended.done()
+    # "b" is queued after the committer ended, before its done-callback ran: the race a
+    # busy loop (HTTP answers arriving) makes likely. The callback must not drop it.
+    waiter = asyncio.ensure_future(journal._record("b", AdjustmentState.APPLIED, NOW))
+    await asyncio.sleep(0)
+    journal._drop_queued(ended)
+    assert (await waiter).state is AdjustmentState.APPLIED
