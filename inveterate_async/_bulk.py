@@ -12,102 +12,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
-from ._adjustments import AdjustmentReport, AdjustmentRow, AdjustmentState, CandidateEntry
+from ._adjustments import AdjustmentReport, AdjustmentRow, AdjustmentState
 from ._adjustments import CreditAdjustment as Adjustment
+from ._bulk_options import BulkOptions, check_batch
+from ._bulk_reconcile import Reconciler
 from ._errors import APIStatusError, InveterateError, JournalError, RateLimitError
 from ._journal import Journal
 from ._models import CreditResult
-from ._reconcile import Entry, Finding, Sent, Standing, Verdict, entry_of, reconcile
-from ._request import check_positive_int
 
 if TYPE_CHECKING:
     from ._client import InveterateClient
 
 T = TypeVar("T")
-OnProgress = Callable[[AdjustmentRow], object]
-Sleep = Callable[[float], Awaitable[object]]
 
 _STOPPED_WHILE_SENDING = "interrupted while sending: it may have been applied"
-_TWICE = (
-    "re-sent after it was found not applied, and the ledger now has more such entries "
-    "than rows: its first send may have been applied late (applied twice)"
-)
-_MAX_POLL_INTERVAL = 10.0
-
-
-def _seconds(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value > 0 if positive else value >= 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
-@attrs.frozen
-class BulkOptions:
-    """The checked options of one ``apply_credits`` call (see its docstring)."""
-
-    concurrency: int
-    tag_notes: bool
-    settle: float
-    clock_skew: float
-    poll_interval: float
-    resend_unconfirmed: bool
-    on_progress: OnProgress | None
-    clock: Callable[[], float]
-    sleep: Sleep
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        concurrency: int,
-        tag_notes: bool,
-        settle: float,
-        clock_skew: float,
-        poll_interval: float | None,
-        resend_unconfirmed: bool,
-        on_progress: OnProgress | None,
-        clock: Callable[[], float],
-        sleep: Sleep,
-    ) -> BulkOptions:
-        """The options, or ValueError for the first bad one."""
-        check_positive_int("concurrency", concurrency)
-        settle = _seconds("settle", settle)
-        if poll_interval is None:
-            poll_interval = min(_MAX_POLL_INTERVAL, max(settle / 10, 0.1))
-        return cls(
-            concurrency=concurrency,
-            tag_notes=bool(tag_notes),
-            settle=settle,
-            clock_skew=_seconds("clock_skew", clock_skew),
-            poll_interval=_seconds("poll_interval", poll_interval, positive=True),
-            resend_unconfirmed=bool(resend_unconfirmed),
-            on_progress=on_progress,
-            clock=clock,
-            sleep=sleep,
-        )
-
-
-def check_batch(adjustments: Iterable[Adjustment]) -> list[Adjustment]:
-    """The batch as a list; ValueError for a non-adjustment or a ref given twice."""
-    if isinstance(adjustments, (str, bytes, Adjustment)):
-        raise ValueError("adjustments must be an iterable of CreditAdjustment")
-    batch = list(adjustments)
-    refs: set[str] = set()
-    for adjustment in batch:
-        if not isinstance(adjustment, Adjustment):
-            raise ValueError(f"not a CreditAdjustment: {type(adjustment).__name__}")
-        if adjustment.ref in refs:
-            raise ValueError(f"ref {adjustment.ref!r} is given twice")
-        refs.add(adjustment.ref)
-    return batch
 
 
 async def apply_credits(
@@ -142,7 +63,7 @@ async def apply_credits(
 async def _dry_run(
     batch: list[Adjustment], journal: str | os.PathLike[str] | Journal, options: BulkOptions
 ) -> AdjustmentReport:
-    now = datetime.fromtimestamp(options.clock(), timezone.utc)
+    now = options.now()
     if isinstance(journal, Journal) and journal.is_open:
         rows = await journal._merge(batch, now, write=False)
     else:
@@ -165,28 +86,24 @@ class _Run:
         self._client = client
         self._journal = journal
         self._options = options
-        self._settle = timedelta(seconds=options.settle)
-        self._skew = timedelta(seconds=options.clock_skew)
+        self._reconciler = Reconciler(client, journal, options, self._record)
         self._sent: set[str] = set()  # refs sent from pending in this run
         self._resent: set[str] = set()  # refs re-sent (from not applied) in this run
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._options.clock(), timezone.utc)
 
     def _notify(self, row: AdjustmentRow) -> None:
         if self._options.on_progress is not None:
             self._options.on_progress(row)
 
     async def _record(self, ref: str, state: AdjustmentState, **details: Any) -> None:
-        self._notify(await self._journal._record(ref, state, self._now(), **details))
+        self._notify(await self._journal._record(ref, state, self._options.now(), **details))
 
     async def execute(self, batch: list[Adjustment]) -> AdjustmentReport:
-        await self._journal._merge(batch, self._now(), write=True)
-        for row in await self._journal._recover(self._now()):
+        await self._journal._merge(batch, self._options.now(), write=True)
+        for row in await self._journal._recover(self._options.now()):
             self._notify(row)
         refs = {adjustment.ref for adjustment in batch}
         members = [row.adjustment.customer_id for row in await self._sendable(refs)]
-        members += await self._members_to_reconcile()
+        members += await self._reconciler.members()
         if members:
             # One read first: a wrong key or URL fails here, before any write.
             await self._client.get_credits_page(members[0], limit=1)
@@ -235,7 +152,9 @@ class _Run:
             self._sent.add(row.ref)
         resend = previous is AdjustmentState.NOT_APPLIED
         try:
-            marked = await self._journal._mark_sending(row.ref, note, self._now(), resend=resend)
+            marked = await self._journal._mark_sending(
+                row.ref, note, self._options.now(), resend=resend
+            )
         except asyncio.CancelledError:
             # The mark may still be written; nothing was sent, so undo it.
             await self._record(row.ref, previous)
@@ -257,67 +176,8 @@ class _Run:
 
     # --- reconciling ----------------------------------------------------------------------
 
-    async def _members_to_reconcile(self) -> list[str]:
-        rows = await self._journal.rows()
-        return list(dict.fromkeys(row.adjustment.customer_id for row in rows if _to_check(row)))
-
     async def _reconcile(self) -> None:
-        await self._each(await self._members_to_reconcile(), self._reconcile_member)
-
-    async def _reconcile_member(self, member: str) -> None:
-        rows = {row.ref: row for row in await self._journal._member_rows(member)}
-        sent = {ref: s for ref, row in rows.items() if (s := _as_sent(row)) is not None}
-        claimed = await self._journal._claimed(member)
-        claimed -= {s.own_entry for s in sent.values() if s.standing is Standing.RESENT}
-        deadline = max(s.last_sent_at for s in sent.values()) + self._settle
-        while True:
-            started = self._now()
-            try:
-                entries = [entry_of(credit) async for credit in self._client.iter_credits(member)]
-            except InveterateError as error:
-                if not _transient(error):
-                    raise
-                if started >= deadline:
-                    for ref in [r for r, s in sent.items() if s.standing is Standing.UNDECIDED]:
-                        text = f"could not read the ledger: {type(error).__name__}: {error}"
-                        await self._record(ref, rows[ref].state, error=text)
-                    return
-                await self._options.sleep(self._options.poll_interval)
-                continue
-            findings = reconcile(
-                sent.values(), entries, claimed, now=started, settle=self._settle, skew=self._skew
-            )
-            waiting = False
-            for finding in findings:
-                waiting |= finding.verdict is Verdict.WAIT
-                await self._decide(finding, rows, sent, claimed)
-            if not waiting:
-                return
-            await self._options.sleep(self._options.poll_interval)
-
-    async def _decide(
-        self,
-        finding: Finding,
-        rows: dict[str, AdjustmentRow],
-        sent: dict[str, Sent],
-        claimed: set[str],
-    ) -> None:
-        ref = finding.ref
-        state = rows[ref].state
-        if finding.verdict is Verdict.MATCHED and finding.entry is not None:
-            claimed.add(finding.entry.key)
-            del sent[ref]
-            await self._record(ref, AdjustmentState.APPLIED, entry_id=finding.entry.key)
-        elif finding.verdict is Verdict.AMBIGUOUS:
-            error = _TWICE if sent[ref].standing is Standing.RESENT else None
-            sent[ref] = attrs.evolve(sent[ref], standing=Standing.UNDER_REVIEW)
-            candidates = [_candidate(entry) for entry in finding.candidates]
-            await self._record(
-                ref, AdjustmentState.NEEDS_REVIEW, candidates=candidates, error=error
-            )
-        elif finding.verdict is Verdict.UNCONFIRMED and state is not AdjustmentState.NOT_APPLIED:
-            rows[ref] = attrs.evolve(rows[ref], state=AdjustmentState.NOT_APPLIED)
-            await self._record(ref, AdjustmentState.NOT_APPLIED)
+        await self._each(await self._reconciler.members(), self._reconciler.member)
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
@@ -333,37 +193,6 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise
 
 
-def _to_check(row: AdjustmentRow) -> bool:
-    """Whether a row makes its member's ledger worth reading."""
-    if row.state is AdjustmentState.APPLIED:
-        return row.resends > 0
-    return row.state in (AdjustmentState.UNKNOWN, AdjustmentState.NOT_APPLIED)
-
-
-def _as_sent(row: AdjustmentRow) -> Sent | None:
-    standing = {
-        AdjustmentState.UNKNOWN: Standing.UNDECIDED,
-        AdjustmentState.NOT_APPLIED: Standing.UNDECIDED,
-        AdjustmentState.NEEDS_REVIEW: Standing.UNDER_REVIEW,
-    }.get(row.state)
-    if row.state is AdjustmentState.APPLIED:
-        if row.resends:
-            standing = Standing.RESENT
-        elif row.entry_id is None:
-            standing = Standing.CONFIRMED
-    if standing is None or row.first_sent_at is None or row.last_sent_at is None:
-        return None  # never sent, or applied with its entry known
-    return Sent(
-        row.ref,
-        row.adjustment.amount,
-        row.sent_note or "",
-        row.first_sent_at,
-        row.last_sent_at,
-        standing,
-        own_entry=row.entry_id,
-    )
-
-
 def _state_after(error: InveterateError, previous: AdjustmentState) -> AdjustmentState:
     if isinstance(error, RateLimitError):
         return previous  # nothing was done: left for the next run
@@ -372,14 +201,6 @@ def _state_after(error: InveterateError, previous: AdjustmentState) -> Adjustmen
     if getattr(error, "outcome_unknown", True):
         return AdjustmentState.UNKNOWN
     return previous  # it never left
-
-
-def _transient(error: InveterateError) -> bool:
-    return (
-        not isinstance(error, APIStatusError)
-        or isinstance(error, RateLimitError)
-        or (error.status >= 500)
-    )
 
 
 def _echoed_entry_id(result: CreditResult, adjustment: Adjustment) -> str | None:
@@ -395,8 +216,3 @@ def _echoed_entry_id(result: CreditResult, adjustment: Adjustment) -> str | None
     except InvalidOperation:
         return None
     return str(entry_id) if same else None
-
-
-def _candidate(entry: Entry) -> CandidateEntry:
-    note = entry.note or None
-    return CandidateEntry(entry.key, entry.amount, note, entry.created_at)

@@ -16,7 +16,8 @@ from typing import TypeVar
 import aiohttp
 
 from ._adjustments import AdjustmentReport, AdjustmentRow, CreditAdjustment
-from ._bulk import BulkOptions, apply_credits
+from ._bulk import apply_credits
+from ._bulk_options import BulkOptions
 from ._errors import InveterateError, add_request_context
 from ._http import PreparedRequest, Response
 from ._journal import Journal

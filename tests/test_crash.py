@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 ROWS = 1000
 CRASH_RUNS = 5
-KILLS_PER_RUN = 4
+KILLS_PER_RUN = 3
 SETTLE = "1"  # seconds: far longer than the sandbox takes to apply a write it received
 
 

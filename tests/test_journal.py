@@ -60,8 +60,9 @@ async def test_a_new_journal_is_wal_synchronous_full_and_marked(journal: Journal
         connection.close()
     # The connection lives on the journal's own thread; sqlite3 refuses it elsewhere.
     with pytest.raises(sqlite3.ProgrammingError):
-        journal._db.execute("PRAGMA synchronous")
-    synchronous = await journal._run(lambda: journal._db.execute("PRAGMA synchronous").fetchone())
+        journal._opened()._db.execute("PRAGMA synchronous")
+    file = journal._opened()
+    synchronous = await journal._run(lambda: file._db.execute("PRAGMA synchronous").fetchone())
     assert synchronous[0] == 2  # FULL
     assert repr(journal) == f"Journal({journal.path!r}, read_only=False)"
     holder = await asyncio.to_thread(Path(f"{journal.path}.lock").read_text)
@@ -318,7 +319,7 @@ async def test_a_failed_commit_fails_every_update_in_it(
     def disk_error(updates: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(journal, "_transaction", disk_error)
+    monkeypatch.setattr(journal._opened(), "transaction", disk_error)
     results = await asyncio.gather(
         journal._record("a", AdjustmentState.APPLIED, NOW),
         journal._record("b", AdjustmentState.APPLIED, NOW),
@@ -336,10 +337,10 @@ async def test_an_update_that_breaks_rolls_back_its_whole_commit(
     await journal._merge([adjustment("a")], NOW, write=True)
 
     def broken(*args: object) -> None:
-        journal._db.execute("UPDATE adjustments SET state = 'applied'")
+        journal._opened()._db.execute("UPDATE adjustments SET state = 'applied'")
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(journal, "_update", broken)
+    monkeypatch.setattr(journal._opened(), "_update", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         await journal._record("a", AdjustmentState.APPLIED, NOW)
     monkeypatch.undo()
@@ -352,14 +353,14 @@ async def test_a_commit_cut_short_by_the_loop_cancels_its_waiters(
     await journal._merge([adjustment("a"), adjustment("b")], NOW, write=True)
     started = threading.Event()
     release = threading.Event()
-    real = journal._transaction
+    real = journal._opened().transaction
 
     def slow(updates: list[Any]) -> list[Any]:
         started.set()
         release.wait(30)
         return real(updates)
 
-    monkeypatch.setattr(journal, "_transaction", slow)
+    monkeypatch.setattr(journal._opened(), "transaction", slow)
     first = asyncio.ensure_future(journal._record("a", AdjustmentState.APPLIED, NOW))
     await asyncio.to_thread(started.wait, 30)  # "a" is being committed
     second = asyncio.ensure_future(journal._record("b", AdjustmentState.APPLIED, NOW))
