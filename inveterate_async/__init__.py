@@ -30,11 +30,23 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    StreamAbortedError,
 )
+from ._fanout import CreditStream
 from ._journal import Journal
-from ._models import Credit, CreditPage, CreditResult
-from ._pagination import CreditStream, MemberFailure
+from ._logging import configure_from_environment as _configure_logging
+from ._models import (
+    Credit,
+    CreditPage,
+    CreditResult,
+    LedgerPage,
+    LedgerPosition,
+    MemberFailure,
+    MemberFinished,
+)
 from ._version import __version__
+
+_configure_logging()
 
 __all__ = [
     "APIConnectionError",
@@ -58,12 +70,16 @@ __all__ = [
     "JournalConflictError",
     "JournalError",
     "JournalLockedError",
+    "LedgerPage",
+    "LedgerPosition",
     "MemberError",
     "MemberFailure",
+    "MemberFinished",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "StreamAbortedError",
     "__version__",
 ]

@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import enum
+import copy
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
 import aiohttp
+import attrs
 
 from ._adjustments import AdjustmentReport, AdjustmentRow, CreditAdjustment
 from ._bulk import apply_credits
 from ._bulk_options import BulkOptions
-from ._errors import InveterateError, add_request_context
+from ._context import add_request_context
+from ._errors import InveterateError
+from ._failfast import DEFAULT_ABORT_AFTER
+from ._fanout import CreditStream, CustomerId, Members, OnError
 from ._http import PreparedRequest, Response
 from ._journal import Journal
-from ._models import Credit, CreditPage, CreditResult
-from ._pagination import CreditStream, CustomerId, OnError, iter_pages
+from ._models import Credit, CreditPage, CreditResult, LedgerPosition
+from ._pagination import credits_of, iter_pages, no_pages, start_cursor
 from ._redact import Redactor
 from ._request import (
     DEFAULT_BASE_URL,
     check_api_key,
     check_base_url,
+    check_extra_headers,
     check_positive_int,
     create_credit_request,
     cursor_text,
@@ -38,6 +43,15 @@ from ._request import (
 from ._response import read_credit_result, read_credits_page
 from ._retry import RetryPolicy
 from ._sending import Sleep, send_with_retries
+from ._settings import (
+    UNSET,
+    Unset,
+    check_deadline,
+    check_max_retries,
+    client_timeout,
+    env_flag,
+    is_number,
+)
 from ._transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
 
 if sys.version_info >= (3, 11):
@@ -46,13 +60,6 @@ else:
     from typing_extensions import Self
 
 T = TypeVar("T")
-
-
-class _Unset(enum.Enum):
-    UNSET = enum.auto()
-
-
-UNSET = _Unset.UNSET
 
 
 class InveterateClient:
@@ -78,11 +85,22 @@ class InveterateClient:
         fan-out's ``concurrency`` when that is larger and no request was made yet).
     :param max_response_bytes: the most of a response body the client reads; a
         larger body is an error, never an out-of-memory.
+    :param allow_insecure_http: allow plain http to a host that is not this machine (a
+        sandbox in docker-compose); defaults to ``$INVETERATE_ALLOW_INSECURE_HTTP=1``.
+        Never allowed for the production API.
     :param sleep: the coroutine used to wait between retries (``asyncio.sleep``).
     :raises ValueError: for a missing key or any invalid setting.
     """
 
-    __slots__ = ("_base_url", "_deadline", "_policy", "_redactor", "_sleep", "_transport")
+    __slots__ = (
+        "_base_url",
+        "_deadline",
+        "_extra_headers",
+        "_policy",
+        "_redactor",
+        "_sleep",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -96,6 +114,7 @@ class InveterateClient:
         backoff_base: float = 0.5,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         key = check_api_key(
@@ -103,21 +122,23 @@ class InveterateClient:
         )
         if base_url is None:
             base_url = os.environ.get("INVETERATE_BASE_URL") or DEFAULT_BASE_URL
-        self._base_url = check_base_url(base_url)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not _is_number(backoff_base) or not backoff_base >= 0:
+        if allow_insecure_http is None:
+            allow_insecure_http = env_flag("INVETERATE_ALLOW_INSECURE_HTTP")
+        self._base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        check_max_retries(max_retries)
+        if not is_number(backoff_base) or not backoff_base >= 0:
             raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
         check_positive_int("max_connections", max_connections)
         check_positive_int("max_response_bytes", max_response_bytes)
-        self._deadline = _check_deadline(deadline)
+        self._deadline = check_deadline(deadline)
         self._redactor = Redactor(key)
         self._policy = RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base))
         self._sleep = sleep
+        self._extra_headers: dict[str, str] = {}
         self._transport = AiohttpTransport(
             headers=request_headers(key),
             session=session,
-            timeout=_client_timeout(timeout),
+            timeout=client_timeout(timeout),
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
         )
@@ -145,16 +166,48 @@ class InveterateClient:
         """Close the client's own session (a borrowed one stays open). Idempotent.
 
         A request still in flight ends with :class:`APIConnectionError`; it is not retried.
+        A client made by :meth:`with_options` leaves the session to the one it came from.
         """
         await self._transport.aclose()
+
+    def with_options(
+        self,
+        *,
+        timeout: float | aiohttp.ClientTimeout | None = None,
+        max_retries: int | None = None,
+        deadline: float | Unset | None = UNSET,
+        headers: Mapping[str, str] | None = None,
+    ) -> Self:
+        """A client with other settings on the same session: cheap, no new connections.
+
+        ``client.with_options(timeout=5, max_retries=0).get_credits_page(...)``. Options
+        not given are kept. ``headers`` are added to every request; they can never
+        replace the key or the SDK's own headers.
+
+        :raises ValueError: for an invalid option or a reserved header.
+        """
+        derived = copy.copy(self)
+        derived._transport = self._transport.with_timeout(
+            self._transport.timeout if timeout is None else client_timeout(timeout)
+        )
+        if max_retries is not None:
+            check_max_retries(max_retries)
+            derived._policy = attrs.evolve(self._policy, max_retries=max_retries)
+        if deadline is not UNSET:
+            derived._deadline = check_deadline(deadline)
+        if headers is not None:
+            derived._extra_headers = {**self._extra_headers, **check_extra_headers(headers)}
+        return derived
 
     async def _call(
         self,
         request: PreparedRequest,
         read: Callable[[Response], T],
-        deadline: float | _Unset | None,
+        deadline: float | Unset | None,
     ) -> T:
         """Send, read, and pass any error through the one choke point."""
+        if self._extra_headers:
+            request = attrs.evolve(request, headers={**self._extra_headers, **request.headers})
         response = None
         try:
             response = await send_with_retries(
@@ -162,9 +215,12 @@ class InveterateClient:
                 request,
                 policy=self._policy,
                 sleep=self._sleep,
-                deadline=self._deadline if deadline is UNSET else _check_deadline(deadline),
+                deadline=self._deadline if deadline is UNSET else check_deadline(deadline),
                 redactor=self._redactor,
             )
+            headers = self._redactor.headers(response.headers)
+            if headers is not response.headers:
+                response = attrs.evolve(response, headers=headers)
             return read(response)
         except InveterateError as error:
             add_request_context(error, request, response, self._redactor)
@@ -179,7 +235,7 @@ class InveterateClient:
         *,
         limit: int | None = None,
         cursor: str | None = None,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | Unset | None = UNSET,
     ) -> CreditPage:
         """Fetch one page of a member's credit ledger.
 
@@ -198,6 +254,7 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
+        start: LedgerPosition | None = None,
     ) -> AsyncGenerator[CreditPage, None]:
         """Yield a member's ledger page by page, following cursors to the end.
 
@@ -205,12 +262,19 @@ class InveterateClient:
         connection released before it is yielded, so stopping early never holds a
         connection. A cursor seen again raises :class:`PaginationError` instead of
         looping forever (memory stays constant however long the ledger).
+
+        :param cursor: start after the page that gave this ``next_cursor``.
+        :param start: or start from a saved :class:`LedgerPosition` (a page's
+            ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
         encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
+        first = start_cursor(cursor_text(cursor), start)
+        if isinstance(first, LedgerPosition):  # finished: nothing left to read
+            return no_pages()
         fetch = partial(self._fetch_page, customer_id, page_size)
-        return iter_pages(fetch, customer_id, cursor_text(cursor), self._scrub)
+        return iter_pages(fetch, customer_id, first, self._scrub)
 
     async def _fetch_page(
         self, customer_id: CustomerId, page_size: int | None, cursor: str | None
@@ -224,32 +288,42 @@ class InveterateClient:
         *,
         page_size: int | None = None,
         cursor: str | None = None,
+        start: LedgerPosition | None = None,
     ) -> AsyncGenerator[Credit, None]:
         """Yield every credit of a member's ledger, fetching pages as needed.
 
         Memory stays at one page. To resume after an interruption, keep the
-        ``next_cursor`` of the last page you finished (see :meth:`iter_credit_pages`).
+        ``position`` of the last page you finished (see :meth:`iter_credit_pages`).
         """
-        return _credits(self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor))
+        return credits_of(
+            self.iter_credit_pages(customer_id, page_size=page_size, cursor=cursor, start=start)
+        )
 
     def iter_credits_many(
         self,
-        customer_ids: Iterable[CustomerId] | AsyncIterable[CustomerId],
+        customer_ids: Members,
         *,
         concurrency: int = 8,
         page_size: int | None = None,
         on_error: OnError = "raise",
+        abort_after: int | None = DEFAULT_ABORT_AFTER,
     ) -> CreditStream:
         """Stream ``(customer_id, credit)`` for many members, ``concurrency`` at a time.
 
-        ``customer_ids`` may be any iterable or async iterable; it is read lazily.
-        Each member's credits arrive in ledger order (members interleave). A slow
-        consumer pauses the fetching: memory stays at about ``2 * concurrency`` pages.
+        ``customer_ids`` may be any iterable or async iterable of ids, read lazily; to
+        resume, pass ``(customer_id, LedgerPosition)`` pairs or a mapping of id to
+        position instead. Each member's credits arrive in ledger order (members
+        interleave). A slow consumer pauses the fetching: memory stays at about
+        ``2 * concurrency`` pages. For checkpoints, read :meth:`CreditStream.events`.
 
         ``on_error="raise"`` (default): the first member that fails raises
         :class:`MemberError` (its ``error`` is the typed cause) and the others are
         cancelled. ``on_error="collect"``: failed members are recorded in the
-        stream's ``failures`` (with the cursor to resume from) and the rest go on.
+        stream's ``failures`` (with the position to resume from) and the rest go on.
+
+        ``abort_after`` (default 5; None: never): after that many members in a row fail
+        for a cause no member can avoid (the key refused, the API unreachable), the
+        whole stream stops with :class:`StreamAbortedError`.
 
         Wrap the loop in ``async with`` so that leaving it early cancels every
         in-flight request at once::
@@ -268,12 +342,17 @@ class InveterateClient:
             check_positive_int("page_size", page_size)
         if on_error not in ("raise", "collect"):
             raise ValueError(f'on_error must be "raise" or "collect", got {on_error!r}')
+        if abort_after is not None:
+            check_positive_int("abort_after", abort_after)
         self._transport.reserve_connections(concurrency)
         return CreditStream(
-            lambda customer_id: self.iter_credit_pages(customer_id, page_size=page_size),
+            lambda customer_id, start: self.iter_credit_pages(
+                customer_id, page_size=page_size, start=start
+            ),
             customer_ids,
             concurrency=concurrency,
             on_error=on_error,
+            abort_after=abort_after,
         )
 
     async def create_credit(
@@ -283,7 +362,7 @@ class InveterateClient:
         *,
         note: str | None = None,
         force: bool | None = None,
-        deadline: float | _Unset | None = UNSET,
+        deadline: float | Unset | None = UNSET,
     ) -> CreditResult:
         """Add (positive ``amount``) or remove (negative) store credit for a member.
 
@@ -355,32 +434,3 @@ class InveterateClient:
         )
         self._transport.reserve_connections(concurrency)
         return await apply_credits(self, adjustments, journal, options, dry_run=dry_run)
-
-
-async def _credits(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[Credit, None]:
-    try:
-        async for page in pages:
-            for credit in page.credits:
-                yield credit
-    finally:
-        await pages.aclose()
-
-
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
-def _check_deadline(deadline: object) -> float | None:
-    if deadline is None:
-        return None
-    if not _is_number(deadline) or not deadline > 0:  # type: ignore[operator]
-        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
-    return float(deadline)  # type: ignore[arg-type]
-
-
-def _client_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
-    if isinstance(timeout, aiohttp.ClientTimeout):
-        return timeout
-    if not _is_number(timeout) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return aiohttp.ClientTimeout(total=float(timeout))

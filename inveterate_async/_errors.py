@@ -15,6 +15,7 @@
     ├── InvalidResponseError    a 2xx answer whose body cannot be read
     │   └── PaginationError     the API sent a cursor it had sent before (a loop)
     ├── MemberError             one member of ``iter_credits_many`` failed
+    ├── StreamAbortedError      ``iter_credits_many`` stopped: every member would fail
     └── JournalError            a bulk-adjustment journal cannot be used
         ├── JournalLockedError  another process is applying from the same journal
         └── JournalConflictError a ref is already in the journal with other content
@@ -22,13 +23,14 @@
 ``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
 ``outcome_unknown``: True for a write that may have been applied.
 
-Errors raised by a request pass through :func:`add_request_context`, which fills in
-the request and response they belong to and scrubs the API key out of all of them.
+Errors raised by a request pass through one choke point (``_context``), which fills
+in the request and response they belong to and scrubs the API key out of all of them.
 Every error is one line in ``str()``, and pickles to an equal error.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,11 @@ if TYPE_CHECKING:
     from ._redact import Redactor
 
 UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
+
+# How a 400 about the key reads: the API documents 400 for "check your API key ...".
+AUTH_MESSAGE = re.compile(
+    r"api[ _-]?key|unauthori[sz]ed|forbidden|authenticat|credential", re.IGNORECASE
+)
 
 # Control characters (and Unicode line breaks) shown escaped, so str() is one line.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
@@ -87,12 +94,14 @@ class InveterateError(Exception):
             state["headers"] = CIMultiDict(state["headers"])
         return (_restore, (type(self), state))
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        """Fill in what the error lacks of its request and response (the choke point's job)."""
         if not self.method:
             self.method = request.method
             self.url = request.display_url
 
-    def _redact(self, redactor: Redactor) -> None:
+    def redact(self, redactor: Redactor) -> None:
+        """Scrub the key out of every attribute (the choke point's job)."""
         for name, value in vars(self).items():
             setattr(self, name, redactor.any(value))
         self.args = (self.message,)
@@ -104,7 +113,7 @@ def _restore(cls: type[InveterateError], state: dict[str, Any]) -> InveterateErr
         state["headers"] = as_headers(state["headers"])
     vars(error).update(state)
     error.args = (error.message,)
-    if isinstance(error, MemberError):
+    if isinstance(error, (MemberError, StreamAbortedError)):
         error.__cause__ = error.error
     return error
 
@@ -168,6 +177,15 @@ class APIStatusError(InveterateError):
     def request_id(self) -> str | None:
         """``x-request-id``, ``x-amzn-requestid`` or ``cf-ray`` of the response, or None."""
         return request_id(self.headers)
+
+    @property
+    def is_auth_error(self) -> bool:
+        """Whether the API key was refused: a 401 or 403, or a 400 whose message is about
+        the key. The API answers a wrong key and a bad request both with 400, so for a 400
+        this reads the message: likely, not certain."""
+        return self.status in (401, 403) or (
+            self.status == 400 and AUTH_MESSAGE.search(self.message) is not None
+        )
 
     def _describe(self) -> str:
         where = f" from {self.method} {self.url}" if self.method else ""
@@ -233,8 +251,8 @@ class ServerError(APIStatusError):
         super().__init__(status, message, data, method, url, headers, body)
         self.outcome_unknown = outcome_unknown
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
-        super()._add_context(request, response)
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super().add_context(request, response)
         self.outcome_unknown = not request.replayable
 
     def _describe(self) -> str:
@@ -272,8 +290,8 @@ class InvalidResponseError(InveterateError):
         """The request id of the response, if it had one."""
         return request_id(self.headers)
 
-    def _add_context(self, request: PreparedRequest, response: Response | None) -> None:
-        super()._add_context(request, response)
+    def add_context(self, request: PreparedRequest, response: Response | None) -> None:
+        super().add_context(request, response)
         if response is not None and self.status is None:
             self.status = response.status
             self.headers = response.headers
@@ -302,6 +320,26 @@ class MemberError(InveterateError):
         self.customer_id = customer_id
         self.error = error
         self.cursor = cursor
+
+
+class StreamAbortedError(InveterateError):
+    """``iter_credits_many`` stopped: members kept failing for a cause no member can avoid.
+
+    ``reason`` says which (the key was refused, the API cannot be reached); ``error``
+    (also ``__cause__``) is the last member's typed error; ``failed`` counts the members
+    that failed in a row.
+    """
+
+    _repr_fields: tuple[str, ...] = ("reason", "failed", "error")
+
+    def __init__(self, reason: str, failed: int, error: Exception) -> None:
+        super().__init__(
+            f"stopped after {failed} members in a row failed because {reason}: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.reason = reason
+        self.failed = failed
+        self.error = error
 
 
 class JournalError(InveterateError):
@@ -351,31 +389,3 @@ STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
 }
-
-
-class ScrubbedCause(Exception):
-    """Stands in for a cause whose text held the API key (the text is kept, scrubbed)."""
-
-
-def add_request_context(
-    error: InveterateError,
-    request: PreparedRequest | None,
-    response: Response | None,
-    redactor: Redactor,
-) -> None:
-    """The one choke point: give ``error`` its request's context and scrub the key.
-
-    Every :class:`InveterateError` raised while making a request passes through here,
-    so no error path can forget either. Causes whose text holds the key are replaced
-    by a scrubbed stand-in.
-    """
-    if request is not None:
-        error._add_context(request, response)
-    error._redact(redactor)
-    cause = error.__cause__
-    if cause is not None and not isinstance(cause, InveterateError):
-        text = f"{cause!s} {cause!r}"
-        if redactor.text(text) != text:
-            error.__cause__ = ScrubbedCause(f"{type(cause).__name__}: {redactor.text(str(cause))}")
-    error.__context__ = error.__cause__
-    error.__suppress_context__ = True

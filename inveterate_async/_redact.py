@@ -39,6 +39,13 @@ class Redactor:
                 value = value.replace(secret, REDACTED.encode())
         return value
 
+    def headers(self, headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
+        """The headers, scrubbed; the same object when the secret is not in them."""
+        text = "\n".join(f"{k}\n{v}" for k, v in headers.items())
+        if any(secret in text for secret in self._secrets):
+            return self.any(headers)  # type: ignore[no-any-return]
+        return headers
+
     def any(self, value: Any) -> Any:
         """Any value shown to a user with the secret replaced: text, bytes, JSON data
         (keys included), headers; other values are returned as they are."""

@@ -17,7 +17,8 @@ from ._http import PreparedRequest
 from ._money import DECIMAL_TEXT
 from ._version import __version__
 
-DEFAULT_BASE_URL = "https://public.inveterateapi.com/v2.0"
+PRODUCTION_HOST = "public.inveterateapi.com"
+DEFAULT_BASE_URL = f"https://{PRODUCTION_HOST}/v2.0"
 USER_AGENT = f"inveterate-async/{__version__}"
 API_KEY_HEADER = "X-Inveterate-Api-Key"
 
@@ -33,6 +34,41 @@ def check_api_key(api_key: object) -> str:
         # The key itself is never quoted in the message: it is a secret.
         raise ValueError("api_key contains whitespace or control characters")
     return api_key
+
+
+# Set by the SDK on every request: extra headers may never replace them.
+_RESERVED_HEADERS = frozenset(
+    {
+        API_KEY_HEADER.lower(),
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
+)
+
+
+def check_extra_headers(headers: object) -> dict[str, str]:
+    """Headers a caller adds to every request, checked.
+
+    :raises ValueError: for a non-str name or value, a line break, or a header the SDK
+        sets itself (the key, Accept, User-Agent, Content-Type ...).
+    """
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping, not {type(headers).__name__}")
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise ValueError(f"header names and values must be non-empty str: {name!r}")
+        if any(c in name + value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} contains a line break")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by the SDK and cannot be replaced")
+        checked[name] = value
+    return checked
 
 
 def request_headers(api_key: str) -> dict[str, str]:
@@ -54,10 +90,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(base_url: str) -> str:
-    """Validate the API root; https is required except for loopback hosts.
+def check_base_url(base_url: str, *, allow_insecure_http: bool = False) -> str:
+    """Validate the API root: https, except for loopback hosts or with the opt-in.
 
-    Returns the encoded URL text without a trailing slash.
+    :param allow_insecure_http: allow plain http to a non-loopback host (a sandbox in
+        docker-compose, say); never for the production API.
+    :returns: the encoded URL text without a trailing slash.
+    :raises ValueError: if the URL is not an acceptable API root.
     """
     if not isinstance(base_url, str) or not base_url:
         raise ValueError("base_url must be a non-empty string")
@@ -68,9 +107,13 @@ def check_base_url(base_url: str) -> str:
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"base_url must be an http(s) URL with a host: {base_url!r}")
     if url.scheme == "http" and not is_loopback(url.host):
-        raise ValueError(
-            f"base_url must use https (plain http is allowed only for loopback hosts): {base_url!r}"
-        )
+        if url.host == PRODUCTION_HOST:
+            raise ValueError(f"the production API is only reached over https: {base_url!r}")
+        if not allow_insecure_http:
+            raise ValueError(
+                f"base_url must use https (plain http is allowed for loopback hosts, or "
+                f"with allow_insecure_http=True / INVETERATE_ALLOW_INSECURE_HTTP=1): {base_url!r}"
+            )
     if url.user is not None or url.password is not None:
         raise ValueError("base_url must not contain credentials")
     if url.query_string or url.fragment:

@@ -2,7 +2,7 @@
 
 Pure functions with no I/O. The errors raised here carry what the response says;
 the request they belong to (and the scrubbing of the key) is added by the client at
-its one choke point, :func:`~inveterate_async._errors.add_request_context`.
+its one choke point, :func:`~inveterate_async._context.add_request_context`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ._errors import (
     ServerError,
 )
 from ._http import Response
-from ._models import CreditPage, CreditResult
+from ._models import Credit, CreditPage, CreditResult
 from ._request import cursor_text
 from ._retry import parse_retry_after
 
@@ -133,7 +133,7 @@ def read_credits_page(response: Response) -> CreditPage:
         next_cursor = cursor_text(cursor)
     except ValueError as exc:
         raise InvalidResponseError(f"unexpected credit data: {exc}") from None
-    return CreditPage(credits, next_cursor, body)
+    return CreditPage(credits, next_cursor, body, response.status, response.headers)
 
 
 def read_credit_result(response: Response) -> CreditResult:
@@ -145,7 +145,25 @@ def read_credit_result(response: Response) -> CreditResult:
     if not 200 <= response.status < 300:
         raise status_error(response)
     if not response.body.strip() and not response.truncated:
-        return CreditResult("", None)
+        return CreditResult("", None, response.status, response.headers)
     body = _json_object(response)
     message = body.get("message")
-    return CreditResult("" if message is None else str(message), body.get("data"))
+    data = body.get("data")
+    return CreditResult(
+        "" if message is None else str(message),
+        data,
+        response.status,
+        response.headers,
+        _created_credit(data),
+    )
+
+
+def _created_credit(data: Any) -> Credit | None:
+    """The created entry as a :class:`Credit`, when ``data`` is one; the write
+    succeeded either way, so anything else is None, not an error."""
+    if not isinstance(data, dict) or "amount" not in data:
+        return None
+    try:
+        return structure_credits([data])[0]
+    except ValueError:
+        return None

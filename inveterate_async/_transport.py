@@ -41,6 +41,47 @@ class Transport(Protocol):
         """Release the connections; idempotent."""
 
 
+class _Pool:
+    """The session shared by a client and the clients derived from it with ``with_options``."""
+
+    __slots__ = ("closed", "headers", "loop", "max_connections", "owned", "session", "timeout")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None,
+        headers: dict[str, str],
+        timeout: aiohttp.ClientTimeout,
+        max_connections: int,
+    ) -> None:
+        self.session = session
+        self.owned = session is None
+        self.headers = headers
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    def session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        if self.loop is not loop:
+            if self.loop is not None:
+                raise RuntimeError(_WRONG_LOOP)
+            self.loop = loop
+        if self.closed:
+            raise RuntimeError("the InveterateClient is closed")
+        session = self.session
+        if session is None:
+            # Created lazily: a ClientSession must be made inside a running loop.
+            session = self.session = aiohttp.ClientSession(
+                headers=self.headers,
+                timeout=self.timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+            )
+        elif session.closed:
+            raise RuntimeError("the aiohttp session lent to this InveterateClient is closed")
+        return session
+
+
 class AiohttpTransport:
     """Sends requests over an own or a borrowed :class:`aiohttp.ClientSession`.
 
@@ -49,17 +90,7 @@ class AiohttpTransport:
     cannot change its behaviour; its connector, proxies and tracing are still used.
     """
 
-    __slots__ = (
-        "_closed",
-        "_headers",
-        "_loop",
-        "_max_connections",
-        "_max_response_bytes",
-        "_options",
-        "_owns_session",
-        "_session",
-        "_timeout",
-    )
+    __slots__ = ("_max_response_bytes", "_options", "_owner", "_pool")
 
     def __init__(
         self,
@@ -70,65 +101,64 @@ class AiohttpTransport:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._headers = dict(headers)
-        self._session = session
-        self._owns_session = session is None
-        self._timeout = timeout
-        self._max_connections = max_connections
+        headers = dict(headers)
+        if session is not None and not session.auto_decompress:
+            headers["Accept-Encoding"] = "identity"
+        self._pool = _Pool(session, headers, timeout, max_connections)
+        self._owner = True
         self._max_response_bytes = max_response_bytes
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
         self._options: dict[str, Any] = {"allow_redirects": False, "raise_for_status": False}
         if session is not None:
             # A lent session gets the timeout with each request; an own one has it set once.
             self._options["timeout"] = timeout
-            if not session.auto_decompress:
-                self._headers["Accept-Encoding"] = "identity"
+
+    def with_timeout(self, timeout: aiohttp.ClientTimeout) -> AiohttpTransport:
+        """A transport on the same session whose requests use ``timeout``; closing it
+        leaves the session to this one."""
+        derived: AiohttpTransport = object.__new__(AiohttpTransport)
+        derived._pool = self._pool
+        derived._owner = False
+        derived._max_response_bytes = self._max_response_bytes
+        derived._options = {**self._options, "timeout": timeout}
+        return derived
+
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """The timeout of one attempt."""
+        timeout: aiohttp.ClientTimeout = self._options.get("timeout", self._pool.timeout)
+        return timeout
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
+        """Whether the session was closed through :meth:`aclose`."""
+        return self._pool.closed
 
     def reserve_connections(self, count: int) -> None:
         """Make the own session's pool allow ``count`` connections at once.
 
         :raises ValueError: if the pool was already made smaller than that.
         """
-        if not self._owns_session or count <= self._max_connections:
+        pool = self._pool
+        if not pool.owned or count <= pool.max_connections:
             return
-        if self._session is not None:
+        if pool.session is not None:
             raise ValueError(
                 f"concurrency={count} exceeds the client's max_connections="
-                f"{self._max_connections}: pass InveterateClient(max_connections={count})"
+                f"{pool.max_connections}: pass InveterateClient(max_connections={count})"
             )
-        self._max_connections = count
-
-    def _session_for(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
-        if self._loop is not loop:
-            if self._loop is not None:
-                raise RuntimeError(_WRONG_LOOP)
-            self._loop = loop
-        if self._closed:
-            raise RuntimeError("the InveterateClient is closed")
-        session = self._session
-        if session is None:
-            # Created lazily: a ClientSession must be made inside a running loop.
-            session = self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-            )
-        elif session.closed:
-            raise RuntimeError("the aiohttp session lent to this InveterateClient is closed")
-        return session
+        pool.max_connections = count
 
     async def aclose(self) -> None:
-        """Close the session if this transport created it; a borrowed one is left open."""
-        self._closed = True
-        if self._owns_session and self._session is not None:
-            await self._session.close()
+        """Close the session if this transport created it; a borrowed one is left open.
+
+        A transport made by :meth:`with_timeout` leaves the session open.
+        """
+        pool = self._pool
+        if not self._owner:
+            return
+        pool.closed = True
+        if pool.owned and pool.session is not None:
+            await pool.session.close()
 
     async def send(self, request: PreparedRequest) -> Response:
         """Send ``request`` once and return the whole response (body capped).
@@ -136,10 +166,11 @@ class AiohttpTransport:
         :raises APIConnectionError: no HTTP answer was received (``APITimeoutError``
             for a timeout); ``outcome_unknown`` is set for a write that may have left.
         """
-        session = self._session_for(asyncio.get_running_loop())
+        pool = self._pool
+        session = pool.session_for(asyncio.get_running_loop())
         headers: Mapping[str, str] | None = request.headers or None
-        if not self._owns_session:
-            headers = {**self._headers, **request.headers}
+        if not pool.owned:
+            headers = {**pool.headers, **request.headers}
         try:
             async with session.request(
                 request.method, request.url, headers=headers, data=request.body, **self._options
@@ -170,7 +201,7 @@ class AiohttpTransport:
         timed_out = isinstance(exc, asyncio.TimeoutError)
         # These two are raised before any byte of the request was written.
         sent = not isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
-        if self._closed:
+        if self._pool.closed:
             detail = "the client was closed while the request was in flight"
             timed_out = False
         elif timed_out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -24,6 +25,20 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 async def client(sandbox: Sandbox) -> AsyncIterator[InveterateClient]:
     async with InveterateClient(API_KEY, base_url=sandbox.base_url, backoff_base=0) as api:
         yield api
+
+
+async def assert_no_connection_held(client: InveterateClient, customer_id: str = "1") -> None:
+    """Make one more request through ``client`` and wait for it, at most 10 s.
+
+    Lend the client a session whose connector has ``limit=1``: a connection that leaked
+    keeps the only slot, so this request would wait for the pool forever.
+    """
+    try:
+        await asyncio.wait_for(client.get_credits_page(customer_id), timeout=10)
+    except asyncio.TimeoutError:
+        raise AssertionError(
+            "a request waited 10 s for the connection pool: a connection was never released"
+        ) from None
 
 
 class _CompatClientResponse(ClientResponse):

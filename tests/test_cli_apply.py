@@ -18,7 +18,7 @@ from inveterate_async import InveterateClient
 from inveterate_async.cli import _apply
 from inveterate_async.cli._batchfile import BatchFileError, read_batch
 
-from .test_cli import API_KEY, ThreadedSandbox, api, invoke
+from .cli_support import API_KEY, ThreadedSandbox, api, invoke
 
 HEADER = "ref,member_id,amount,note,force\n"
 
@@ -103,7 +103,7 @@ def test_jsonl_rows_keep_the_digits_of_numbers(tmp_path: Path) -> None:
         ("\u0665", "plain decimal"),  # an Arabic-Indic digit five
         (" 5", "spaces around it"),
         ("NaN", "plain decimal"),
-        ("0.00", "must not be zero"),
+        ("0.00", "is zero: nothing to add or remove"),
         ("", "amount is missing"),
     ],
 )
@@ -296,7 +296,7 @@ def test_a_bad_file_is_a_usage_error_and_sends_nothing(
 ) -> None:
     result = apply(server, tmp_path, "--yes", text=HEADER + "g:1,1,1e2,,\n")
     assert result.exit_code == 2
-    assert "line 2: amount must be a plain decimal" in result.stderr
+    assert "line 2: '1e2' is not a plain decimal such as 10.00 or -2.50" in result.stderr
     assert server.requests() == []
 
 

@@ -26,7 +26,7 @@ import pytest
 from inveterate_async.testing import RecordedRequest
 
 from .bulk_helpers import refs_written
-from .test_cli import API_KEY, ThreadedSandbox
+from .cli_support import API_KEY, ThreadedSandbox
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

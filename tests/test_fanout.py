@@ -18,7 +18,7 @@ from inveterate_async import (
 )
 from inveterate_async.testing import Sandbox
 
-from .conftest import API_KEY
+from .conftest import API_KEY, assert_no_connection_held
 
 
 def seed(sandbox: Sandbox, members: int, credits: int) -> dict[str, list[str]]:
@@ -109,23 +109,26 @@ async def test_ids_are_read_lazily_and_a_slow_consumer_pauses_fetching(
 async def test_leaving_early_cancels_in_flight_requests() -> None:
     async with Sandbox(api_key=API_KEY, latency=0.3) as sandbox:
         seed(sandbox, 1, 1)
-        connector = aiohttp.TCPConnector(limit=10)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        # A pool of one: the five workers queue for it, one request in flight at a time.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
             client = InveterateClient(API_KEY, base_url=sandbox.base_url, session=session)
             ids = ["1"] + [str(n) for n in range(100, 120)]
             async with client.iter_credits_many(ids, concurrency=5) as stream:
                 async for _ in stream:
                     break
-            assert len(connector._acquired) == 0
-            # Nothing more is sent once the stream is closed.
+            # Nothing more is sent once the stream is closed...
             sent = len(sandbox.requests)
             await wait_for(lambda: sandbox.in_flight == 0, "server done")
             assert len(sandbox.requests) == sent < 21
+            # ...and the in-flight request gave its connection back.
+            await assert_no_connection_held(client)
+            assert len(sandbox.requests) == sent + 1
 
 
 async def test_cancelling_the_consumer_cancels_the_workers() -> None:
     async with Sandbox(api_key=API_KEY, latency=30) as sandbox:
-        connector = aiohttp.TCPConnector(limit=10)
+        # Exactly as many connections as workers: all three requests are in flight at once.
+        connector = aiohttp.TCPConnector(limit=3)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = InveterateClient(API_KEY, base_url=sandbox.base_url, session=session)
 
@@ -138,7 +141,17 @@ async def test_cancelling_the_consumer_cancels_the_workers() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert len(connector._acquired) == 0
+            # All three connections are free again: three new requests reach the server
+            # together (each then waits out the latency, so none can pass its slot on).
+            sandbox.reset_stats()
+            probes = [asyncio.create_task(client.get_credits_page(n)) for n in ("7", "8", "9")]
+            try:
+                await wait_for(lambda: len(sandbox.requests) == 3, "three requests on three slots")
+                assert sorted(r.customer_id or "" for r in sandbox.requests) == ["7", "8", "9"]
+            finally:
+                for probe in probes:
+                    probe.cancel()
+                await asyncio.gather(*probes, return_exceptions=True)
 
 
 async def test_collect_keeps_everyone_elses_data_and_reports_failures(sandbox: Sandbox) -> None:
@@ -239,14 +252,15 @@ def test_bad_arguments_are_refused_at_the_call(kwargs: dict[str, object], what: 
 async def test_a_plain_break_stops_the_workers_when_the_stream_is_dropped() -> None:
     async with Sandbox(api_key=API_KEY, latency=0.3) as sandbox:
         seed(sandbox, 1, 1)
-        connector = aiohttp.TCPConnector(limit=10)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        # A pool of one: the five workers queue for it, one request in flight at a time.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
             client = InveterateClient(API_KEY, base_url=sandbox.base_url, session=session)
             ids = ["1"] + [str(n) for n in range(100, 200)]
             async for _ in client.iter_credits_many(ids, concurrency=5):
                 break
             # No `async with`: asyncio closes the dropped generator, which cancels the workers.
-            await wait_for(lambda: len(connector._acquired) == 0, "connections released")
+            await assert_no_connection_held(client)
+            # A worker still running would be queued for the pool ahead of this request.
             sent = len(sandbox.requests)
-            await wait_for(lambda: sandbox.in_flight == 0, "server done")
-            assert len(sandbox.requests) == sent < 101
+            await assert_no_connection_held(client)
+            assert len(sandbox.requests) == sent + 1 < 101

@@ -1,6 +1,8 @@
 """The fast (msgspec) and standard-library JSON paths read every body the same way."""
 
+import importlib
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -9,7 +11,29 @@ from hypothesis import strategies as st
 
 from inveterate_async import _json
 
-pytest.importorskip("msgspec")
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+# False in the CI leg run with PYTHONPATH=tests/no_msgspec (see tests/no_msgspec/msgspec.py).
+MSGSPEC = _importable("msgspec")
+requires_msgspec = pytest.mark.skipif(not MSGSPEC, reason="msgspec cannot be imported")
+
+
+def test_the_fast_parser_is_used_exactly_when_msgspec_imports() -> None:
+    if MSGSPEC:
+        assert _json.loads is _json.loads_fast
+    else:
+        # Users without msgspec get the standard library, and nothing msgspec-only.
+        assert _json.loads is _json.loads_stdlib
+        assert not hasattr(_json, "loads_fast")
+    assert _json.loads(b'{"amount": 10.10}') == {"amount": Decimal("10.10")}
+
 
 numbers_text = st.one_of(
     st.integers().map(str),
@@ -39,6 +63,7 @@ def render(value: Any) -> str:
     return json.dumps(value)
 
 
+@requires_msgspec
 @given(json_values)
 def test_both_parsers_agree_exactly(value: Any) -> None:
     text = render(value).encode()
@@ -47,6 +72,7 @@ def test_both_parsers_agree_exactly(value: Any) -> None:
     assert repr(fast) == repr(stdlib)  # same types and the same Decimal digits
 
 
+@requires_msgspec
 @pytest.mark.parametrize(
     "text",
     [b'{"amount": 10.10}', b"12345678901234567890123", b"1E400", b"-0.0", b'"\\ud800"', b"[]"],
@@ -55,6 +81,7 @@ def test_edge_cases_agree(text: bytes) -> None:
     assert repr(_json.loads_fast(text)) == repr(_json.loads_stdlib(text))
 
 
+@requires_msgspec
 @pytest.mark.parametrize("text", [b"NaN", b"[Infinity]", b"{", b"1.", b"\xff"])
 def test_both_refuse_invalid_json(text: bytes) -> None:
     for loads in (_json.loads_fast, _json.loads_stdlib):

@@ -21,8 +21,9 @@ from inveterate_async import (
     ServerError,
     _json,
 )
+from inveterate_async._context import add_request_context
 from inveterate_async._converter import converter, structure_credits, structure_datetime
-from inveterate_async._errors import InveterateError, add_request_context
+from inveterate_async._errors import InveterateError
 from inveterate_async._http import PreparedRequest, Response
 from inveterate_async._redact import Redactor
 from inveterate_async._response import read_credit_result, read_credits_page

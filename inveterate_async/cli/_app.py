@@ -6,13 +6,16 @@ Data goes to stdout; progress, warnings and errors go to stderr.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
+from .._logging import disable_stderr_logging, enable_stderr_logging
 from ._apply import apply_command, journal_command
-from ._core import Settings
+from ._core import DEFAULT_MAX_RETRIES, DEFAULT_SANDBOX_MEMBERS, DEFAULT_TIMEOUT, Settings
 from ._credits import credits_group
 from ._demo import demo_command
 from ._serve import sandbox_command
@@ -42,7 +45,7 @@ from ._serve import sandbox_command
 @click.option(
     "--sandbox-members",
     type=click.IntRange(min=0),
-    default=100,
+    default=DEFAULT_SANDBOX_MEMBERS,
     show_default=True,
     metavar="N",
     help="With --sandbox: how many members (ids 1..N) to seed.",
@@ -50,11 +53,25 @@ from ._serve import sandbox_command
 @click.option(
     "--max-retries",
     type=click.IntRange(min=0),
-    default=2,
+    default=DEFAULT_MAX_RETRIES,
     show_default=True,
     metavar="N",
     help="Extra attempts for a read after a transient failure (writes are never retried "
     "once they may have been applied).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time allowed for one attempt of a request.",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log every request attempt to stderr (method, path, status, time; never the key).",
 )
 @click.pass_context
 def app(
@@ -64,6 +81,8 @@ def app(
     sandbox: bool,
     sandbox_members: int,
     max_retries: int,
+    timeout: float,
+    verbose: bool,
 ) -> None:
     """Inveterate store credits from the command line.
 
@@ -71,14 +90,20 @@ def app(
     `credits` command.
 
     Exit codes: 0 ok, 1 API error, 2 usage error, 3 write of unknown outcome,
-    130 interrupted, 143 terminated.
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
+    if verbose:
+        handler = enable_stderr_logging(logging.DEBUG)
+        ctx.call_on_close(lambda: disable_stderr_logging(handler))
     ctx.obj = Settings(
         api_key=api_key or None,
         base_url=base_url or None,
         sandbox=sandbox,
         sandbox_members=sandbox_members,
         max_retries=max_retries,
+        timeout=timeout,
+        key_in_arguments=ctx.get_parameter_source("api_key") == ParameterSource.COMMANDLINE,
+        base_url_in_arguments=ctx.get_parameter_source("base_url") == ParameterSource.COMMANDLINE,
     )
 
 

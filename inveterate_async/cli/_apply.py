@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from typing import Any, TypeVar
 
 import click
@@ -15,8 +12,8 @@ from rich.console import Console
 from .. import AdjustmentReport, AdjustmentState, CreditAdjustment, Journal, JournalError
 from ._batchfile import BatchFileError, read_batch
 from ._bulk_output import batch_progress, describe_plan, exit_code, print_report
-from ._core import Settings, connect
-from ._credits import _require_key, pass_settings
+from ._core import Settings, connect, require_key
+from ._credits import pass_settings
 from ._exits import CliError, Interrupted, Terminated, UsageFailure, run
 from ._terminal import is_terminal
 
@@ -86,7 +83,7 @@ def apply_command(
     ledger before anything is sent again. Exit codes: 0 all applied, 1 some rejected or
     not sent, 3 some of unknown outcome or needing review (see `credits journal`).
     """
-    _require_key(settings)
+    require_key(settings)
     try:
         batch = read_batch(file)
     except BatchFileError as exc:
@@ -164,22 +161,10 @@ def _apply(
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, T]], journal_path: str) -> T:
-    """Run with SIGINT and SIGTERM cancelling the work cleanly: rows being sent are
+    """Run with the one runner: SIGINT and SIGTERM cancel the work, rows being sent are
     recorded as unknown, and the journal is closed before the exit (130 or 143)."""
-    received: list[int] = []
 
     async def guarded() -> T:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-
-        def stop(signum: int) -> None:
-            received.append(signum)
-            task.cancel()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, stop, signum)
         try:
             return await main()
         except JournalError as exc:
@@ -187,14 +172,12 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]], journal_path: str) -> T:
 
     try:
         return run(guarded())
-    except Interrupted:
-        terminated = signal.SIGTERM in received
-        message = (
-            f"{'terminated' if terminated else 'interrupted'}: the journal {journal_path} is "
-            "consistent; run the same command again to resume (adjustments that were being "
-            "sent are looked up in the ledger first)"
-        )
-        raise (Terminated if terminated else Interrupted)(message) from None
+    except Interrupted as stopped:
+        word = "terminated" if isinstance(stopped, Terminated) else "interrupted"
+        raise type(stopped)(
+            f"{word}: the journal {journal_path} is consistent; run the same command again "
+            "to resume (adjustments that were being sent are looked up in the ledger first)"
+        ) from None
 
 
 @click.command("journal")

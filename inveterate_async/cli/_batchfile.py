@@ -1,8 +1,8 @@
 """Reading a batch file (CSV or JSON Lines) into adjustments, every line checked first.
 
-Columns: ``ref``, ``member_id``, ``amount`` (required), ``note``, ``force``. Amounts are
-plain decimals only (``5``, ``-2.50``): no exponent, ``+``, spaces, separators or non-ASCII
-digits, so what is sent is exactly what the file says.
+Columns: ``ref``, ``member_id``, ``amount`` (required), ``note``, ``force``. Amounts have
+the one strict form of ``credits add`` (``5``, ``-2.50``: no exponent, ``+``, spaces,
+separators or non-ASCII digits), so what is sent is exactly what the file says.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from .. import CreditAdjustment
+from ._amounts import parse_amount
 
 COLUMNS = ("ref", "member_id", "amount", "note", "force")
 REQUIRED = ("ref", "member_id", "amount")
-PLAIN_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _INTEGER = re.compile(r"-?[0-9]+")
 _FORCE = {"": None, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 _SHOWN_ERRORS = 20
@@ -158,12 +158,7 @@ def _column_problem(columns: list[str]) -> str:
 
 
 def _adjustment(fields: Mapping[str, Any]) -> CreditAdjustment:
-    amount = _text(fields, "amount")
-    if not PLAIN_AMOUNT.fullmatch(amount):
-        raise ValueError(
-            f"amount must be a plain decimal such as 5, 5.00 or -2.50 (no exponent, '+', "
-            f"spaces or separators): {amount!r}"
-        )
+    amount = parse_amount(_text(fields, "amount"))
     note = fields.get("note")
     if note is not None and (not isinstance(note, str) or isinstance(note, _NumberText)):
         raise ValueError(f"note must be text, not {note!r}")

@@ -5,17 +5,14 @@ Nothing here prints to the user directly: rows go to writers and counts to track
 
 from __future__ import annotations
 
-import asyncio
-import os
-import stat
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TextIO
 
 import attrs
 
-from .. import InveterateClient, MemberFailure
+from .. import InveterateClient
 from ..testing import Sandbox
+from ._exits import UsageFailure
 from ._output import RowWriter, credit_row
 from ._progress import Tracker
 
@@ -27,21 +24,35 @@ NO_KEY_MESSAGE = (
     "embedded sandbox"
 )
 
-_FLUSH_EVERY_ROWS = 512
-_FLUSH_EVERY_SECONDS = 0.5
-_TRACK_EVERY_ROWS = 64
-_ID_BATCH_CHARS = 1 << 16
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_SANDBOX_MEMBERS = 100
 
 
 @attrs.frozen
 class Settings:
-    """The group's global options."""
+    """The group's global options.
+
+    ``key_in_arguments``: the key was given with ``--api-key`` (not the environment), so a
+    command printed for the user to run again needs it added back; ``base_url_in_arguments``:
+    ``--base-url`` was given, so such a command repeats it.
+    """
 
     api_key: str | None = attrs.field(default=None, repr=False)
     base_url: str | None = None
     sandbox: bool = False
-    sandbox_members: int = 100
-    max_retries: int = 2
+    sandbox_members: int = DEFAULT_SANDBOX_MEMBERS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    key_in_arguments: bool = False
+    base_url_in_arguments: bool = False
+
+
+def require_key(settings: Settings) -> None:
+    """:raises UsageFailure: without a key (and without ``--sandbox``)."""
+    if not settings.sandbox and not settings.api_key:
+        raise UsageFailure(NO_KEY_MESSAGE)
 
 
 async def start_sandbox(
@@ -65,14 +76,20 @@ async def connect(settings: Settings) -> AsyncIterator[InveterateClient]:
         sandbox = await start_sandbox(members=settings.sandbox_members)
         try:
             async with InveterateClient(
-                SANDBOX_API_KEY, base_url=sandbox.base_url, max_retries=settings.max_retries
+                SANDBOX_API_KEY,
+                base_url=sandbox.base_url,
+                max_retries=settings.max_retries,
+                timeout=settings.timeout,
             ) as client:
                 yield client
         finally:
             await sandbox.close()
         return
     async with InveterateClient(
-        settings.api_key, base_url=settings.base_url, max_retries=settings.max_retries
+        settings.api_key,
+        base_url=settings.base_url,
+        max_retries=settings.max_retries,
+        timeout=settings.timeout,
     ) as client:
         yield client
 
@@ -123,98 +140,6 @@ async def write_ledger(
                 return
     finally:
         await _aclose(pages)
-
-
-@attrs.define
-class ExportResult:
-    """The running totals of ``export_ledgers``."""
-
-    rows: int = 0
-    members_done: int = 0
-    failures: list[MemberFailure] = attrs.field(factory=list)
-
-
-async def export_ledgers(
-    client: InveterateClient,
-    member_ids: AsyncIterator[str],
-    writer: RowWriter,
-    result: ExportResult,
-    *,
-    concurrency: int = 8,
-    page_size: int | None = None,
-    tracker: Tracker | None = None,
-) -> None:
-    """Write every credit of many members (``member_id`` first), failures collected.
-
-    Rows are written as they arrive and flushed every few hundred rows or half second.
-    """
-    tracker = tracker or Tracker()
-    loop = asyncio.get_running_loop()
-    last_flush = loop.time()
-    stream = client.iter_credits_many(
-        member_ids, concurrency=concurrency, page_size=page_size, on_error="collect"
-    )
-    try:
-        async with stream:
-            async for member_id, credit in stream:
-                writer.write_row((member_id, *credit_row(credit)))
-                result.rows += 1
-                if result.rows % _TRACK_EVERY_ROWS == 0:
-                    result.members_done = stream.members_done
-                    tracker.update(credits=result.rows, members=result.members_done)
-                    if (
-                        result.rows % _FLUSH_EVERY_ROWS == 0
-                        or loop.time() - last_flush > _FLUSH_EVERY_SECONDS
-                    ):
-                        writer.flush()
-                        last_flush = loop.time()
-    finally:
-        writer.flush()
-        result.members_done = stream.members_done
-        result.failures = list(stream.failures)
-        tracker.update(credits=result.rows, members=result.members_done)
-
-
-def _is_regular_file(stream: TextIO) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-async def read_member_ids(args: Iterable[str], stream: TextIO | None) -> AsyncIterator[str]:
-    """Yield the ids in ``args``, then one per non-blank line of ``stream``, lazily.
-
-    Lines are read in a worker thread (a slow pipe never blocks the requests in flight):
-    a regular file in batches, anything else line by line.
-    """
-    for member_id in args:
-        if member_id.strip():
-            yield member_id.strip()
-    if stream is None:
-        return
-    read: Callable[[], list[str]]
-    if _is_regular_file(stream):
-
-        def read() -> list[str]:
-            return stream.readlines(_ID_BATCH_CHARS)
-    else:
-
-        def read() -> list[str]:
-            line = stream.readline()
-            return [line] if line else []
-
-    while lines := await asyncio.to_thread(read):
-        for line in lines:
-            member_id = line.strip()
-            if member_id:
-                yield member_id
-
-
-def count_member_ids(path: str) -> int:
-    """The number of non-blank lines of a file, read in constant memory."""
-    with open(path, encoding="utf-8-sig") as file:
-        return sum(1 for line in file if line.strip())
 
 
 async def _aclose(iterator: object) -> None:

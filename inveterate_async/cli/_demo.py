@@ -14,18 +14,14 @@ from rich.markup import escape
 
 from .. import Credit, InveterateClient, ServerError
 from .._errors import UNKNOWN_OUTCOME_HINT
-from ._core import (
-    SANDBOX_API_KEY,
-    ExportResult,
-    LedgerState,
-    export_ledgers,
-    read_member_ids,
-    start_sandbox,
-    write_ledger,
-)
+from ._core import SANDBOX_API_KEY, LedgerState, start_sandbox, write_ledger
 from ._exits import run
-from ._output import CREDIT_COLUMNS, EXPORT_COLUMNS, CsvWriter, TableWriter
+from ._exporter import ExportReport, OrderedExport
+from ._ids import MemberIds
+from ._output import CREDIT_COLUMNS, EXPORT_COLUMNS, TableWriter, plural, row_encoder
 from ._progress import export_progress, ledger_progress
+from ._state import Checkpoint
+from ._target import OutputTarget, Sink
 from ._terminal import is_terminal
 
 DEMO_MEMBERS = 200
@@ -80,8 +76,9 @@ async def run_demo(console: Console | None = None) -> None:
                     tracker=tracker,
                 )
             out.print(
-                f"\n{state.printed} credits in {state.pages} pages: each page was requested "
-                "with the cursor of the one before; amounts are exact decimals, never floats.\n"
+                f"\n{plural(state.printed, 'credit')} in {plural(state.pages, 'page')}: each "
+                "page was requested with the cursor of the one before; amounts are exact "
+                "decimals, never floats.\n"
             )
 
             # 2. Many ledgers at once.
@@ -93,26 +90,27 @@ async def run_demo(console: Console | None = None) -> None:
             )
             sandbox.latency = DEMO_LATENCY
             sandbox.reset_stats()
-            result = ExportResult()
+            result = ExportReport()
             export_started = loop.time()
-            with (
-                path.open("w", encoding="utf-8", newline="") as file,
-                export_progress(progress, total=DEMO_MEMBERS) as tracker,
-            ):
-                await export_ledgers(
-                    client,
-                    read_member_ids((str(n) for n in range(1, DEMO_MEMBERS + 1)), None),
-                    CsvWriter(file, EXPORT_COLUMNS),
-                    result,
-                    concurrency=DEMO_CONCURRENCY,
+            target = OutputTarget(str(path))
+            header, encode = row_encoder("csv", EXPORT_COLUMNS)
+            stream = target.open_new(header.encode())
+            ids = MemberIds([str(n) for n in range(1, DEMO_MEMBERS + 1)], None)
+            with export_progress(progress, total=DEMO_MEMBERS) as tracker:
+                await OrderedExport(
+                    Sink(stream, name=str(path), seekable=True),
+                    encode,
+                    start=Checkpoint(offset=len(header)),
+                    report=result,
                     tracker=tracker,
-                )
+                ).run(client, aiter(ids), concurrency=DEMO_CONCURRENCY, page_size=None)
+            target.commit(stream)
             seconds = loop.time() - export_started
             sandbox.latency = 0.0
             out.print(f"file:    {escape(str(path))} (kept for you to look at)")
             out.print(
-                f"rows:    {result.rows} credits of {result.members_done} members, "
-                f"{len(result.failures)} failed"
+                f"rows:    {plural(result.rows, 'credit')} of "
+                f"{plural(result.members_done, 'member')}, {len(result.failures)} failed"
             )
             requests = len(sandbox.requests)
             out.print(

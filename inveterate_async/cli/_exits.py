@@ -1,13 +1,18 @@
 """Exit codes, and the one runner that turns a command's errors into messages and codes.
 
 Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM).
+(Ctrl-C, SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import signal
+import sys
 from collections.abc import Coroutine
+from contextlib import suppress
 from typing import IO, Any, TypeVar
 
 import click
@@ -19,8 +24,8 @@ T = TypeVar("T")
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 EXIT_OUTCOME_UNKNOWN = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class CliError(click.ClickException):
@@ -42,7 +47,7 @@ class OutcomeUnknown(CliError):
 
 
 class Interrupted(CliError):
-    """Ctrl-C: shown without the ``Error:`` prefix.
+    """Ctrl-C (SIGINT): shown without the ``Error:`` prefix; exits with 130.
 
     :param message: what was done before the interruption, starting with ``interrupted``.
     """
@@ -61,9 +66,42 @@ class Interrupted(CliError):
 
 
 class Terminated(Interrupted):
-    """SIGTERM, handled like Ctrl-C but with its own exit code (128 + 15)."""
+    """SIGTERM: handled as Ctrl-C is, but exits with 143."""
 
     exit_code = EXIT_TERMINATED
+
+
+def interrupted(message: str = "interrupted", signum: int = signal.SIGINT) -> Interrupted:
+    """:class:`Terminated` for SIGTERM, else :class:`Interrupted`, with ``message``."""
+    return Terminated(message) if signum == signal.SIGTERM else Interrupted(message)
+
+
+class WriteFailed(CliError):
+    """The output could not be written (a full disk, a closed pipe): one line, exit 1."""
+
+
+def write_failed(target: str, error: OSError, stream: object = None) -> WriteFailed:
+    """The one-line error for a failed write of ``target``.
+
+    :param target: the output as the user named it (``stdout`` for ``-``).
+    :param error: the :class:`OSError` of the write.
+    :param stream: the stream that failed; when it is stdout and its reader is gone, the
+        rest of the process's output to it is discarded (no second error at exit).
+    :returns: the error to raise.
+    """
+    if error.errno == errno.EPIPE:
+        if stream is sys.stdout or stream is getattr(sys.stdout, "buffer", None):
+            _discard_stdout()
+        return WriteFailed(f"cannot write {target}: the reader closed the pipe")
+    reason = error.strerror or str(error)
+    return WriteFailed(f"cannot write {target}: {reason}")
+
+
+def _discard_stdout() -> None:
+    with suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def describe(error: BaseException) -> str:
@@ -82,18 +120,21 @@ def run(coro: Coroutine[Any, Any, T], *, write: str | None = None) -> T:
     :param write: for a write, the command that shows whether it was applied (e.g.
         ``inveterate credits list 42``); None for anything else.
     :returns: what ``coro`` returns.
-    :raises Interrupted: on Ctrl-C (exit 130); for a write, saying it may have been applied.
+    :raises Interrupted: on Ctrl-C or SIGINT (exit 130) and SIGTERM (exit 143), both of
+        which cancel ``coro``; for a write, saying it may have been applied.
     :raises OutcomeUnknown: when the SDK says a write may have been applied (exit 3), after
         a warning on stderr.
     :raises CliError: on any other :class:`~inveterate_async.InveterateError` (exit 1).
     :raises UsageFailure: on a :class:`ValueError`: a bad argument (exit 2).
     """
+    signals = SignalCatcher()
     try:
-        return asyncio.run(coro)
+        return asyncio.run(signals.cancel_on_signal(coro))
     except (KeyboardInterrupt, asyncio.CancelledError):
+        signum = signals.received or signal.SIGINT
         if write is None:
-            raise Interrupted() from None
-        raise Interrupted(f"interrupted: {_unknown_outcome(write)}") from None
+            raise interrupted(signum=signum) from None
+        raise interrupted(f"interrupted: {_unknown_outcome(write)}", signum) from None
     except InveterateError as exc:
         # Read with getattr: more error classes may come to carry ``outcome_unknown``.
         if getattr(exc, "outcome_unknown", False):
@@ -108,3 +149,43 @@ def run(coro: Coroutine[Any, Any, T], *, write: str | None = None) -> T:
 
 def _unknown_outcome(check: str | None) -> str:
     return UNKNOWN_OUTCOME_HINT if check is None else f"{UNKNOWN_OUTCOME_HINT} ({check})"
+
+
+class SignalCatcher:
+    """SIGINT and SIGTERM cancel the command's task, so that its cleanup runs either way.
+
+    A second signal gets Python's default behaviour (KeyboardInterrupt, or termination).
+    """
+
+    def __init__(self) -> None:
+        #: The first signal received, or None.
+        self.received: int | None = None
+
+    async def cancel_on_signal(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` with the signal handlers installed (where the platform allows)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        installed: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            if self.received is None:
+                self.received = signum
+            _remove_handlers(loop, installed)
+            if task is not None:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Not in the main thread, or not on this platform: the default behaviour stays.
+            with suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+        try:
+            return await coro
+        finally:
+            _remove_handlers(loop, installed)
+
+
+def _remove_handlers(loop: asyncio.AbstractEventLoop, installed: list[int]) -> None:
+    for signum in installed:
+        loop.remove_signal_handler(signum)
+    installed.clear()

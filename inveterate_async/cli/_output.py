@@ -7,10 +7,12 @@ Money is never converted to float: amounts are written with the exact digits of 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import Credit
+from ._exits import write_failed
 
 CREDIT_COLUMNS = ("created_at", "amount", "new_balance", "reason", "note", "id")
 EXPORT_COLUMNS = ("member_id", *CREDIT_COLUMNS)
@@ -27,25 +30,50 @@ FORMATS = ("table", "jsonl", "csv")
 Row = Sequence[Any]
 
 # Fixed widths keep the columns of successive pages' tables aligned; "note" takes the
-# rest of the line (at least _MIN_NOTE_WIDTH).
+# rest of the line. Below _ID_MIN_WIDTH columns the table leaves "id" out, so that a note
+# keeps at least about 20 characters on an 80-column terminal.
 _TABLE_WIDTHS = MappingProxyType(
     {
         "member_id": 10,
         "created_at": 20,
         "amount": 9,
         "new_balance": 11,
-        "reason": 17,
+        "reason": 14,
         "id": 10,
     }
 )
-_MIN_NOTE_WIDTH = 8
+_MIN_NOTE_WIDTH = 12
+_ID_MIN_WIDTH = 100
 _MONEY_COLUMNS = frozenset({"amount", "new_balance"})
+
+
+def timestamp_text(moment: datetime) -> str:
+    """The one timestamp format of every output: ISO 8601 in UTC with a ``Z``.
+
+    Whole seconds when the fraction is zero (``2024-03-01T12:00:00Z``), else
+    milliseconds (``...:00.250Z``) or, when needed, microseconds.
+    """
+    utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        fraction = f"{utc.microsecond:06d}"
+        text += "." + (fraction[:3] if fraction.endswith("000") else fraction)
+    return text + "Z"
+
+
+def plural(count: int, noun: str, *, grouped: bool = False) -> str:
+    """``1 credit``, ``2 credits``, ``0 credits`` (nouns whose plural adds an s).
+
+    :param grouped: write thousands with commas (``1,234 credits``).
+    """
+    number = f"{count:,}" if grouped else str(count)
+    return f"{number} {noun}" if count == 1 else f"{number} {noun}s"
 
 
 def credit_row(credit: Credit) -> tuple[Any, ...]:
     """The values of :data:`CREDIT_COLUMNS` for one credit (``id`` comes from ``raw``)."""
     return (
-        None if credit.created_at is None else credit.created_at.isoformat(),
+        None if credit.created_at is None else timestamp_text(credit.created_at),
         credit.amount,
         credit.new_balance,
         credit.reason,
@@ -79,16 +107,50 @@ def cell_text(value: Any) -> str:
     return json_text(value)
 
 
+def jsonl_encoder(columns: Sequence[str]) -> Callable[[Sequence[Row]], str]:
+    """A function turning rows into JSON Lines text, keys in column order."""
+    keys = [json.dumps(name) + ":" for name in columns]
+
+    def encode(rows: Sequence[Row]) -> str:
+        return "".join(
+            "{"
+            + ",".join(key + json_text(value) for key, value in zip(keys, row, strict=True))
+            + "}\n"
+            for row in rows
+        )
+
+    return encode
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    """Rows as CSV lines (``\\n`` endings, quoting only where needed)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([cell_text(value) for value in row] for row in rows)
+    return buffer.getvalue()
+
+
+def row_encoder(fmt: str, columns: Sequence[str]) -> tuple[str, Callable[[Sequence[Row]], str]]:
+    """The header text (empty for JSON Lines) and the row encoder of ``csv`` or ``jsonl``."""
+    if fmt == "csv":
+        return csv_text([columns]), csv_text
+    return "", jsonl_encoder(columns)
+
+
 class RowWriter(ABC):
     """Writes to ``stream``, or to whatever ``sys.stdout`` is at the time when None.
 
-    Looking stdout up late lets a live progress display redirect it.
+    Looking stdout up late lets a live progress display redirect it. A failed write
+    (a full disk, a closed pipe) raises :class:`~._exits.WriteFailed` naming ``target``.
     """
 
-    def __init__(self, stream: TextIO | None, columns: Sequence[str]) -> None:
+    def __init__(
+        self, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+    ) -> None:
         self._stream = stream
         self.columns = tuple(columns)
         self.rows = 0
+        self.target = target
 
     @property
     def stream(self) -> TextIO:
@@ -102,8 +164,19 @@ class RowWriter(ABC):
     def write_row(self, row: Row) -> None:
         """Write (or buffer) one row of values in column order."""
 
+    def _write(self, text: str) -> None:
+        stream = self.stream
+        try:
+            stream.write(text)
+        except OSError as exc:
+            raise write_failed(self.target, exc, stream) from None
+
     def flush(self) -> None:
-        self.stream.flush()
+        stream = self.stream
+        try:
+            stream.flush()
+        except OSError as exc:
+            raise write_failed(self.target, exc, stream) from None
 
     def close(self) -> None:
         self.flush()
@@ -112,37 +185,38 @@ class RowWriter(ABC):
 class JsonLinesWriter(RowWriter):
     """One JSON object per line, keys in column order."""
 
-    def __init__(self, stream: TextIO | None, columns: Sequence[str]) -> None:
-        super().__init__(stream, columns)
-        self._keys = [json.dumps(name) + ":" for name in self.columns]
+    def __init__(
+        self, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+    ) -> None:
+        super().__init__(stream, columns, target=target)
+        self._encode = jsonl_encoder(self.columns)
 
     def write_row(self, row: Row) -> None:
-        fields = ",".join(
-            key + json_text(value) for key, value in zip(self._keys, row, strict=True)
-        )
-        self.stream.write("{" + fields + "}\n")
+        self._write(self._encode([row]))
         self.rows += 1
 
 
 class CsvWriter(RowWriter):
     """CSV with a header line, ``\\n`` line endings, quoting only where needed."""
 
-    def __init__(self, stream: TextIO | None, columns: Sequence[str]) -> None:
-        super().__init__(stream, columns)
+    def __init__(
+        self, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+    ) -> None:
+        super().__init__(stream, columns, target=target)
         self._header_written = False
 
     def write_row(self, row: Row) -> None:
-        writer = csv.writer(self.stream, lineterminator="\n")
-        if not self._header_written:
-            writer.writerow(self.columns)
-            self._header_written = True
-        writer.writerow([cell_text(value) for value in row])
+        self._write_header()
+        self._write(csv_text([row]))
         self.rows += 1
 
-    def close(self) -> None:
+    def _write_header(self) -> None:
         if not self._header_written:
-            csv.writer(self.stream, lineterminator="\n").writerow(self.columns)
+            self._write(csv_text([self.columns]))
             self._header_written = True
+
+    def close(self) -> None:
+        self._write_header()
         super().close()
 
 
@@ -150,13 +224,15 @@ class TableWriter(RowWriter):
     """A rich table, printed one page at a time with the same column widths.
 
     Memory stays at one page: each page is rendered as its own table, with the header
-    only above the first.
+    only above the first. Every cell stays on one line: a long one ends with an ellipsis.
     """
 
-    def __init__(self, stream: TextIO | None, columns: Sequence[str]) -> None:
-        super().__init__(stream, columns)
+    def __init__(
+        self, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+    ) -> None:
+        super().__init__(stream, columns, target=target)
         self._pending: list[Row] = []
-        self._widths: list[int] | None = None
+        self._layout: list[tuple[int, str, int]] | None = None  # (index, name, width)
 
     def write_row(self, row: Row) -> None:
         self._pending.append(row)
@@ -171,12 +247,20 @@ class TableWriter(RowWriter):
             self._print(header=True)  # an empty ledger: just the header
         super().close()
 
+    def _layout_for(self, width: int) -> list[tuple[int, str, int]]:
+        shown = [
+            (index, name)
+            for index, name in enumerate(self.columns)
+            if name != "id" or width >= _ID_MIN_WIDTH
+        ]
+        fixed = sum(_TABLE_WIDTHS.get(name, 0) for _, name in shown)
+        rest = max(_MIN_NOTE_WIDTH, width - fixed - (len(shown) - 1))
+        return [(index, name, _TABLE_WIDTHS.get(name, rest)) for index, name in shown]
+
     def _print(self, *, header: bool) -> None:
         console = Console(file=self.stream, highlight=False)
-        if self._widths is None:
-            fixed = sum(_TABLE_WIDTHS.get(name, 0) for name in self.columns)
-            note = max(_MIN_NOTE_WIDTH, console.width - fixed - (len(self.columns) - 1))
-            self._widths = [_TABLE_WIDTHS.get(name, note) for name in self.columns]
+        if self._layout is None:
+            self._layout = self._layout_for(console.width)
         table = Table(
             box=None,
             show_header=header,
@@ -184,40 +268,32 @@ class TableWriter(RowWriter):
             pad_edge=False,
             padding=(0, 1, 0, 0),
         )
-        for name, width in zip(self.columns, self._widths, strict=True):
-            money = name in _MONEY_COLUMNS
+        for _, name, width in self._layout:
             table.add_column(
                 name,
                 width=width,
-                justify="right" if money else "left",
-                overflow="ellipsis" if money else "fold",
-                no_wrap=money,
+                justify="right" if name in _MONEY_COLUMNS else "left",
+                overflow="ellipsis",
+                no_wrap=True,
             )
         for row in self._pending:
-            table.add_row(
-                *(_table_cell(name, value) for name, value in zip(self.columns, row, strict=True))
-            )
+            table.add_row(*(cell_text(row[index]) for index, _, _ in self._layout))
         self._pending.clear()
         # Rendered to text first: a rich Console would bypass a live display's redirection
         # of stdout, and print under the progress line instead of above it.
         with console.capture() as captured:
             console.print(table)
-        self.stream.write(captured.get())
-        self.stream.flush()
+        self._write(captured.get())
+        super().flush()
 
 
-def _table_cell(name: str, value: Any) -> str:
-    text = cell_text(value)
-    if name == "created_at" and text.endswith("+00:00"):
-        return text[:-6] + "Z"  # shorter, still ISO 8601
-    return text
-
-
-def make_writer(fmt: str, stream: TextIO | None, columns: Sequence[str]) -> RowWriter:
+def make_writer(
+    fmt: str, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+) -> RowWriter:
     """The writer for ``fmt`` (one of :data:`FORMATS`)."""
     writers: dict[str, type[RowWriter]] = {
         "jsonl": JsonLinesWriter,
         "csv": CsvWriter,
         "table": TableWriter,
     }
-    return writers[fmt](stream, columns)
+    return writers[fmt](stream, columns, target=target)

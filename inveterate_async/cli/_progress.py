@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -15,7 +15,10 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
+
+from ._output import plural
 
 
 class Tracker:
@@ -40,54 +43,85 @@ class _RichTracker(Tracker):
         self._progress.update(
             self._task,
             completed=members if self._by_member else credits,
-            credits=f"{credits:,}",
-            pages=f"{pages:,}",
+            credits=plural(credits, "credit", grouped=True),
+            pages=plural(pages, "page", grouped=True),
             rate=rate,
             refresh=self._refresh,
         )
 
 
 @contextmanager
-def ledger_progress(enabled: bool, *, redirect_stdout: bool) -> Iterator[Tracker]:
+def ledger_progress(
+    enabled: bool, *, redirect_stdout: bool, console: Console | None = None
+) -> Iterator[Tracker]:
     """A spinner with the credits and pages read so far (for ``credits list``).
 
-    ``redirect_stdout`` lets rows printed to the same terminal appear above it.
+    ``redirect_stdout`` lets rows printed to the same terminal appear above it;
+    ``console`` is where to draw it (default: stderr).
     """
     if not enabled:
         yield Tracker()
         return
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("reading ledger: {task.fields[credits]} credits, {task.fields[pages]} pages"),
+        TextColumn("reading ledger: {task.fields[credits]}, {task.fields[pages]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console or Console(stderr=True),
         transient=True,
         redirect_stdout=redirect_stdout,
-        redirect_stderr=False,
+        redirect_stderr=True,  # log lines (-v) print above the display
     )
     with progress:
-        task = progress.add_task("ledger", total=None, credits="0", pages="0", rate="")
+        task = progress.add_task(
+            "ledger", total=None, credits=plural(0, "credit"), pages=plural(0, "page"), rate=""
+        )
         yield _RichTracker(progress, task, by_member=False)
 
 
 @contextmanager
-def export_progress(enabled: bool, *, total: int | None) -> Iterator[Tracker]:
-    """A bar of members done (out of ``total`` when known), credits and rate."""
+def export_progress(
+    enabled: bool,
+    *,
+    total: int | None,
+    done: int = 0,
+    console: Console | None = None,
+    get_time: Callable[[], float] | None = None,
+) -> Iterator[Tracker]:
+    """A bar of members done (out of ``total`` when known, then with the time left),
+    credits and rate.
+
+    :param done: members already done (a resumed export).
+    :param console: where to draw it (default: stderr).
+    :param get_time: the clock the time left is estimated with (default: monotonic).
+    """
     if not enabled:
         yield Tracker()
         return
-    progress = Progress(
+    columns = [
         SpinnerColumn(),
         TextColumn("members"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[credits]} credits"),
+        TextColumn("{task.fields[credits]}"),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+    ]
+    if total is not None:
+        columns += [TextColumn("eta"), TimeRemainingColumn()]
+    progress = Progress(
+        *columns,
+        console=console or Console(stderr=True),
         redirect_stdout=False,
-        redirect_stderr=False,
+        redirect_stderr=True,  # log lines (-v) print above the display
+        get_time=get_time,
     )
     with progress:
-        task = progress.add_task("export", total=total, credits="0", pages="0", rate="")
+        task = progress.add_task(
+            "export",
+            total=total,
+            completed=done,
+            credits=plural(0, "credit"),
+            pages=plural(0, "page"),
+            rate="",
+        )
         yield _RichTracker(progress, task, by_member=True)

@@ -1,6 +1,7 @@
 """The :class:`Sandbox` server: its lifecycle, the user-facing methods and request handling."""
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -9,6 +10,11 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 from ._faults import Faults
 from ._ledger import (
@@ -106,7 +112,7 @@ class Sandbox:
         self._ledgers = Ledgers()
         self._faults = Faults()
 
-    async def start(self) -> "Sandbox":
+    async def start(self) -> Self:
         """Start serving.
 
         :returns: ``self``.
@@ -134,7 +140,7 @@ class Sandbox:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "Sandbox":
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(

@@ -1,0 +1,296 @@
+"""Reading many members' ledgers at once: bounded concurrency, backpressure, checkpoints.
+
+Workers take members from a shared source and put pages on a bounded queue; the
+consumer turns them into ``(customer_id, credit)`` pairs or page-level events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
+from types import TracebackType
+from typing import Any, Literal
+
+import attrs
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+from ._errors import InveterateError, MemberError, StreamAbortedError
+from ._failfast import FailureStreak
+from ._models import Credit, CreditPage, LedgerPage, LedgerPosition, MemberFailure, MemberFinished
+
+CustomerId = str | int
+OnError = Literal["raise", "collect"]
+MemberItem = CustomerId | tuple[CustomerId, LedgerPosition]
+Members = Iterable[MemberItem] | AsyncIterable[MemberItem] | Mapping[CustomerId, LedgerPosition]
+PageSource = Callable[[CustomerId, LedgerPosition], AsyncIterator[CreditPage]]
+Event = LedgerPage | MemberFinished
+Member = tuple[CustomerId, LedgerPosition]
+NextMember = Callable[[], Awaitable[Member | None]]
+
+
+@attrs.frozen(slots=True)
+class _WorkerCrashed:
+    error: Exception
+
+
+@attrs.frozen(slots=True)
+class _Aborted:
+    cause: str
+    error: Exception
+
+
+_WORKER_DONE = object()
+
+# Workers are kept alive here, not by the stream: a stream dropped without being closed
+# is then collected on its own, and its finalizer cancels them (none is destroyed pending).
+_RUNNING: set[asyncio.Task[None]] = set()
+
+
+def _member(item: object) -> Member:
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], LedgerPosition):
+        return item[0], item[1]
+    return item, LedgerPosition.START  # type: ignore[return-value]
+
+
+def _member_source(members: Members) -> NextMember:
+    """One shared, lazy way for the workers to take the next member (None at the end)."""
+    if isinstance(members, (str, bytes)):
+        raise ValueError("customer_ids must be an iterable of ids, not a single str")
+    if isinstance(members, Mapping):
+        members = list(members.items())
+    if isinstance(members, AsyncIterable):
+        iterator = members.__aiter__()
+        # An async iterator must not be advanced by two tasks at once.
+        lock = asyncio.Lock()
+
+        async def next_async() -> Member | None:
+            async with lock:
+                try:
+                    return _member(await iterator.__anext__())
+                except StopAsyncIteration:
+                    return None
+
+        return next_async
+    if not isinstance(members, Iterable):
+        raise ValueError(f"customer_ids must be iterable, not {type(members).__name__}")
+    sync_iterator = iter(members)
+    end = object()
+
+    async def next_sync() -> Member | None:
+        item = next(sync_iterator, end)
+        return None if item is end else _member(item)
+
+    return next_sync
+
+
+@attrs.define
+class _Tally:
+    """What the stream reports; shared by the stream and its consumer generator."""
+
+    failures: list[MemberFailure] = attrs.field(factory=list)
+    members_done: int = 0
+
+
+class CreditStream:
+    """Many members' ledgers, read ``concurrency`` at a time.
+
+    Returned by :meth:`InveterateClient.iter_credits_many`. Iterate it for
+    ``(customer_id, credit)`` pairs, or call :meth:`events` for page-level events with
+    checkpoints (one or the other). Use ``async with`` around the loop so that leaving
+    it early cancels the in-flight requests at once; a stream that is simply dropped
+    cancels them when it is garbage-collected.
+    """
+
+    def __init__(
+        self,
+        pages_of: PageSource,
+        members: Members,
+        *,
+        concurrency: int,
+        on_error: OnError,
+        abort_after: int | None,
+    ) -> None:
+        self._tally = _Tally()
+        self._pages_of = pages_of
+        self._next_member = _member_source(members)
+        self._concurrency = concurrency
+        self._on_error = on_error
+        self._abort_after = abort_after
+        self._iterator: AsyncGenerator[Any, None] | None = None
+        self._mode = ""
+
+    @property
+    def failures(self) -> list[MemberFailure]:
+        """Members that failed (with ``on_error="collect"``), in the order they failed."""
+        return self._tally.failures
+
+    @property
+    def members_done(self) -> int:
+        """Members finished so far, successfully or not."""
+        return self._tally.members_done
+
+    def _read(self, mode: str) -> AsyncGenerator[Any, None]:
+        if self._iterator is None:
+            workers: list[asyncio.Task[None]] = []
+            self._mode = mode
+            self._iterator = _stream(
+                self._pages_of,
+                self._next_member,
+                self._concurrency,
+                self._on_error,
+                FailureStreak(self._abort_after),
+                self._tally,
+                workers,
+                as_events=mode == "events",
+            )
+            # A stream caught in a reference cycle is only found by the garbage collector.
+            weakref.finalize(self._iterator, _cancel_all, workers)
+        elif self._mode != mode:
+            raise RuntimeError("a CreditStream is read once: as credits or as events")
+        return self._iterator
+
+    def __aiter__(self) -> AsyncIterator[tuple[CustomerId, Credit]]:
+        return self._read("credits")
+
+    async def __anext__(self) -> tuple[CustomerId, Credit]:
+        return await self.__aiter__().__anext__()
+
+    def events(self) -> AsyncIterator[Event]:
+        """Page-level events: :class:`LedgerPage` for each page read (with the member's
+        position after it) and :class:`MemberFinished` when a member is done.
+
+        For workers that checkpoint: write a page's credits, then record its position;
+        after a crash, pass each member's last position back to ``iter_credits_many``.
+        """
+        return self._read("events")
+
+    async def aclose(self) -> None:
+        """Stop: cancel every in-flight request and wait for the workers to end."""
+        if self._iterator is not None:
+            await self._iterator.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _cancel_all(workers: list[asyncio.Task[None]]) -> None:
+    for worker in workers:
+        worker.cancel()
+
+
+async def _stream(
+    pages_of: PageSource,
+    next_member: NextMember,
+    concurrency: int,
+    on_error: OnError,
+    streak: FailureStreak,
+    tally: _Tally,
+    workers: list[asyncio.Task[None]],
+    *,
+    as_events: bool,
+) -> AsyncGenerator[Any, None]:
+    """Events, or ``(customer_id, credit)`` pairs: one generator, so that closing it
+    (or collecting it) is one step."""
+    # Each worker holds at most one page while the queue holds at most `concurrency`
+    # more: a slow consumer stops the fetching instead of buffering.
+    queue: asyncio.Queue[object] = asyncio.Queue(concurrency)
+    workers.extend(
+        asyncio.create_task(_work(queue, next_member, pages_of, streak)) for _ in range(concurrency)
+    )
+    for worker in workers:
+        _RUNNING.add(worker)
+        worker.add_done_callback(_RUNNING.discard)
+    running = len(workers)
+    try:
+        while running:
+            item = await queue.get()
+            if type(item) is LedgerPage:
+                if as_events:
+                    yield item
+                else:
+                    customer_id = item.customer_id
+                    for credit in item.page.credits:
+                        yield customer_id, credit
+            elif type(item) is MemberFinished:
+                tally.members_done += 1
+                error = item.error
+                if error is not None:
+                    if on_error == "raise":
+                        raise MemberError(item.customer_id, error, item.position.cursor) from error
+                    tally.failures.append(
+                        MemberFailure(item.customer_id, error, item.position.cursor)
+                    )
+                if as_events:
+                    yield item
+            elif type(item) is _Aborted:
+                raise StreamAbortedError(item.cause, streak.limit or 0, item.error) from item.error
+            elif isinstance(item, _WorkerCrashed):
+                raise item.error
+            else:
+                running -= 1
+    finally:
+        _cancel_all(workers)
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def _work(
+    queue: asyncio.Queue[object],
+    next_member: NextMember,
+    pages_of: PageSource,
+    streak: FailureStreak,
+) -> None:
+    try:
+        while not streak.tripped and (member := await next_member()) is not None:
+            finished = await _read_member(*member, queue, pages_of)
+            # Counted here, before this worker takes another member: once the streak
+            # trips, no worker starts a member that is bound to fail.
+            cause = streak.record(finished.error)
+            await queue.put(finished)
+            if cause is not None and finished.error is not None:
+                await queue.put(_Aborted(cause, finished.error))
+    except Exception as exc:
+        # Not one member's fault (the id source failed, the client was closed):
+        # hand it to the consumer, which stops everything.
+        await queue.put(_WorkerCrashed(exc))
+        return
+    await queue.put(_WORKER_DONE)
+
+
+async def _read_member(
+    customer_id: CustomerId,
+    start: LedgerPosition,
+    queue: asyncio.Queue[object],
+    pages_of: PageSource,
+) -> MemberFinished:
+    position = start
+    if start.done:
+        return MemberFinished(customer_id, position)
+    try:
+        async for page in pages_of(customer_id, start):
+            await queue.put(LedgerPage(customer_id, page))
+            position = page.position
+    except (InveterateError, ValueError) as exc:
+        return MemberFinished(customer_id, position, exc)
+    return MemberFinished(customer_id, LedgerPosition.FINISHED)
