@@ -89,8 +89,8 @@ def conflict_error(
     more = len(conflicts) - _LISTED_CONFLICTS
     listed = "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
     return JournalConflictError(
-        f"{len(conflicts)} refs are already in {path} with different content, and may have "
-        f"been applied, so they cannot be edited (use new refs): {listed}",
+        f"{len(conflicts)} ref(s) already in {path} with different content may have been "
+        f"applied, so they cannot be edited (use new refs): {listed}",
         path=path,
         refs=tuple(adjustment.ref for adjustment in conflicts),
     )

@@ -255,7 +255,7 @@ def test_rejected_rows_exit_1_and_are_listed(server: ThreadedSandbox, tmp_path: 
     server.call(server.sandbox.fail_next, 400, method="POST", customer_id="2")
     result = apply(server, tmp_path, "--yes")
     assert result.exit_code == 1
-    assert "1 rows need attention:" in result.stdout
+    assert "1 row to look at:" in result.stdout
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("g:2")]
     assert line.split()[:4] == ["g:2", "2", "-2.50", "rejected"]
     assert "BadRequestError: HTTP 400" in result.stdout
@@ -272,7 +272,7 @@ def test_unconfirmed_rows_exit_3_and_can_be_resent_when_asked(
     # On a terminal, the CLI asks whether to send them again.
     monkeypatch.setattr(_apply, "is_terminal", lambda stream: stream is sys.stdin)
     asked = cli(server, tmp_path, "--settle", "0", "--yes", answers="n\n")
-    assert "1 adjustments were not in the ledger 0 s after they were sent" in asked.stderr
+    assert "1 adjustment not in the ledger 0 s after being sent" in asked.stderr
     assert "Send them again? [y/N]" in asked.stderr
     assert asked.exit_code == 3
     assert len(server.requests("POST")) == 2
@@ -287,7 +287,7 @@ def test_an_edit_of_an_applied_row_is_a_usage_error(
     assert apply(server, tmp_path, "--yes").exit_code == 0
     edited = apply(server, tmp_path, "--yes", text=HEADER + "g:1,1,6.00,Gold,\n")
     assert edited.exit_code == 2
-    assert "1 refs are already in" in edited.stderr
+    assert "1 ref(s) already in" in edited.stderr
     assert "g:1 (applied: amount '5.00' -> '6.00')" in edited.stderr
 
 
@@ -335,7 +335,7 @@ def test_journal_command_shows_the_state(server: ThreadedSandbox, tmp_path: Path
         ["rejected", "1", "-2.50"],
         ["total", "2", "2.50"],
     ]
-    assert "1 rows need attention:" in shown.stdout
+    assert "1 row to look at:" in shown.stdout
     limited = invoke(["credits", "journal", str(tmp_path / "j.sqlite"), "--limit", "0"])
     assert limited.stdout == shown.stdout
     missing = invoke(["credits", "journal", str(tmp_path / "nope.sqlite")])
@@ -360,7 +360,7 @@ def test_rows_never_sent_and_rows_dropped_from_the_file_are_shown(
         ["pending", "not", "sent"],
     ]
     smaller = apply(server, tmp_path, "--dry-run", text=HEADER + "g:1,1,5.00,,\n")
-    assert "journal: 1 rows not applied that this file no longer has" in smaller.stderr
+    assert "journal: 1 row not applied that this file no longer has" in smaller.stderr
 
 
 def test_journal_command_cuts_long_lists(tmp_path: Path, server: ThreadedSandbox) -> None:

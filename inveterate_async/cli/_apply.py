@@ -15,6 +15,7 @@ from ._bulk_output import batch_progress, describe_plan, exit_code, print_report
 from ._core import Settings, connect, require_key
 from ._credits import pass_settings
 from ._exits import CliError, Interrupted, Terminated, UsageFailure, run
+from ._output import plural
 from ._terminal import is_terminal
 
 T = TypeVar("T")
@@ -123,7 +124,8 @@ def apply_command(
     if report.counts[AdjustmentState.NOT_APPLIED] and not resend_unconfirmed:
         count = report.counts[AdjustmentState.NOT_APPLIED]
         question = (
-            f"{count:,} adjustments were not in the ledger {settle:g} s after they were sent "
+            f"{plural(count, 'adjustment', grouped=True)} not in the ledger {settle:g} s after "
+            "being sent "
             "(they failed before being applied, or the API is slower than that). Send them "
             "again?"
         )

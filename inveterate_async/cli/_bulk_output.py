@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .. import AdjustmentReport, AdjustmentRow, AdjustmentState, CreditAdjustment
 from ._exits import EXIT_API_ERROR, EXIT_OUTCOME_UNKNOWN
+from ._output import plural
 
 _SUMS = decimal.Context(prec=80)
 _UNRESOLVED = (
@@ -69,7 +70,8 @@ def describe_plan(path: str, batch: Sequence[CreditAdjustment], plan: Adjustment
     members = len({adjustment.customer_id for adjustment in batch})
     refs = {adjustment.ref for adjustment in batch}
     lines = [
-        f"{path}: {len(batch):,} adjustments for {members:,} members, net "
+        f"{path}: {plural(len(batch), 'adjustment', grouped=True)} for "
+        f"{plural(members, 'member', grouped=True)}, net "
         f"{money(total(a.amount for a in batch), sign=True)}"
     ]
     counts = plan.counts
@@ -83,12 +85,14 @@ def describe_plan(path: str, batch: Sequence[CreditAdjustment], plan: Adjustment
         )
     dropped = sum(1 for row in plan.attention if row.ref not in refs)
     if dropped:
-        lines.append(f"journal: {dropped:,} rows not applied that this file no longer has")
+        rows = plural(dropped, "row", grouped=True)
+        lines.append(f"journal: {rows} not applied that this file no longer has")
     to_send = [row.adjustment.amount for row in plan.to_send]
     credits = total(amount for amount in to_send if amount > 0)
     debits = total(amount for amount in to_send if amount < 0)
     lines.append(
-        f"to send: {len(to_send):,} adjustments, net {money(credits + debits, sign=True)} "
+        f"to send: {plural(len(to_send), 'adjustment', grouped=True)}, net "
+        f"{money(credits + debits, sign=True)} "
         f"(added {money(credits)}, removed {money(-debits)})"
     )
     return "\n".join(lines)
@@ -109,7 +113,7 @@ def print_report(console: Console, report: AdjustmentReport, *, limit: int | Non
     rows = report.attention if limit is None else report.attention[:limit]
     if not rows:
         return
-    console.print(f"\n{len(report.attention):,} rows need attention:")
+    console.print(f"\n{plural(len(report.attention), 'row', grouped=True)} to look at:")
     attention = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("ref", "member_id", "amount", "state", "details"):
         attention.add_column(name, justify="right" if name == "amount" else "left")
@@ -197,7 +201,7 @@ def batch_progress(enabled: bool, *, total: int) -> Iterator[BatchTracker]:
         TimeElapsedColumn(),
         console=Console(stderr=True),
         redirect_stdout=False,
-        redirect_stderr=False,
+        redirect_stderr=True,  # log lines (-v) print above the display
     )
     with progress:
         task = progress.add_task("apply", total=total, outcome="")
