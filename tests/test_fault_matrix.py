@@ -114,7 +114,17 @@ async def test_every_ref_applied_exactly_once_or_reported(
     states = {row.ref: row.state for row in seen}  # the last state of each ref
     applied = [a for a in rows if states[a.ref] is AdjustmentState.APPLIED]
     missing = [a for a in rows if states[a.ref] is not AdjustmentState.APPLIED]
-    figures = f"seed {seed}, faults {dict(injected)}, {posts} POSTs, report {dict(report.counts)}"
+    expected = wanted(applied, tagged=tagged)
+    # By (member, amount, note): more credits than rows reported applied, or fewer.
+    twice = sum(max(0, in_ledger[key] - expected[key]) for key in in_ledger)
+    lost = sum(max(0, expected[key] - in_ledger[key]) for key in expected)
+    counts = {str(state): count for state, count in report.counts.items() if count}
+    figures = (
+        f"rows {ROWS}, faults {dict(injected)}, {posts} POSTs, report {counts}, "
+        f"applied twice {twice}, lost {lost} (seed {seed})"
+    )
+    print(figures)
+    assert (twice, lost) == (0, 0), figures
 
     # The report is the journal's: its counts agree with the states the rows went through.
     assert report.total == ROWS, figures
