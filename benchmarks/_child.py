@@ -1,5 +1,8 @@
 """One client round in a fresh process; prints its measurements as one JSON line.
 
+Besides wall and CPU time and RSS, it reports the CPU time spent in garbage collections
+and how many there were of each generation.
+
 ``python -m benchmarks._child CLIENT BASE_URL WORKLOAD_JSON [--profile]``. With ``--profile``
 the run happens under cProfile and the top entries by tottime go to stderr.
 """
@@ -23,6 +26,22 @@ from benchmarks._workloads import Workload
 from benchmarks.clients import Fetch, Tally, load
 
 
+class GcClock:
+    """A ``gc.callbacks`` entry adding up the CPU time of collections and counting them."""
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.cpu_s += time.thread_time() - self._started
+            self.collections[info["generation"]] += 1
+
+
 def _rss_kib() -> int:
     """Current resident set size in KiB (Linux ``/proc/self/statm``)."""
     resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -41,15 +60,20 @@ def measure(client: str, base_url: str, workload: Workload, profile: bool) -> di
     gc.collect()
     baseline_kib = _rss_kib()
     profiler = cProfile.Profile() if profile else None
+    gc_clock = GcClock()
+    gc.callbacks.append(gc_clock)
     if profiler is not None:
         profiler.enable()
     tally, wall, cpu = asyncio.run(_timed(fetch, base_url, workload))
     if profiler is not None:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    gc.callbacks.remove(gc_clock)
     return {
         "wall_s": wall,
         "cpu_s": cpu,
+        "gc_cpu_s": gc_clock.cpu_s,
+        "gc_collections": gc_clock.collections,
         "count": tally.credits,
         "checksum": str(tally.total),
         "via": tally.via,

@@ -13,6 +13,7 @@ from typing import Any
 
 from benchmarks._server import RunningServer, run_server
 from benchmarks._workloads import Workload
+from benchmarks.clients import clients_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024.0
@@ -29,6 +30,8 @@ class Run:
     count: int = 0
     checksum: str = ""
     via: str = ""
+    gc_cpu_s: float = 0.0
+    gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     baseline_rss_kib: int = 0
     peak_rss_kib: int = 0
     requests: int = 0
@@ -124,7 +127,7 @@ def run_workload(workload: Workload, clients: list[str], rounds: int) -> Workloa
     with run_server(workload) as server:
         result = WorkloadResult(workload, server.count, server.checksum)
         for round_no in range(1, rounds + 1):
-            for client in clients:
+            for client in clients_for(workload, clients):
                 run = run_client(client, server, workload, round_no)
                 result.runs.append(run)
                 status = run.failure or f"{run.wall_s:.3f} s"
@@ -172,16 +175,22 @@ def _row(result: WorkloadResult, client: str, baseline: str) -> list[str]:
         _fmt(_median(_ratios(result, client, baseline, "cpu_s")), ".2f"),
         _fmt(_median([run.peak_rss_kib / MIB for run in ok]), ".1f"),
         _fmt(_median(growth), ".1f"),
+        _fmt(_median([100 * run.gc_cpu_s / run.cpu_s for run in ok if run.cpu_s > 0]), ".1f"),
+        _fmt(_median([run.gc_collections[2] for run in ok]), ".0f"),
         _fmt(_median([run.requests for run in ok]), ",.0f"),
         "MISMATCH" if result.problems(client) else "OK",
     ]
 
 
 def format_table(result: WorkloadResult, clients: list[str]) -> str:
-    """Aligned plain-text table for one workload, followed by notes and mismatch reasons."""
+    """Aligned plain-text table for one workload, followed by notes and mismatch reasons.
+
+    Only the clients that ran ``result``'s workload get a row; the first is the baseline.
+    """
+    clients = clients_for(result.workload, clients)
     baseline = clients[0]
     header = ["client", "median wall s", "credits/s", f"wall/{baseline}", f"cpu/{baseline}"]
-    header += ["peak RSS MB", "RSS growth MB", "requests", "check"]
+    header += ["peak RSS MB", "RSS growth MB", "GC % cpu", "full GCs", "requests", "check"]
     rows = [header, *(_row(result, client, baseline) for client in clients)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [

@@ -1,7 +1,8 @@
 """Local credits API server with pre-rendered pages, run in its own process.
 
 ``python -m benchmarks._server WORKLOAD_JSON`` renders every page of the workload as bytes,
-listens on 127.0.0.1 with an ephemeral port and prints one JSON line
+listens on 127.0.0.1 with an ephemeral port (answering each request after the workload's
+``latency_ms``) and prints one JSON line
 ``{"port": ..., "count": ..., "checksum": ...}`` once ready. It serves until SIGTERM, SIGINT
 or EOF on stdin. ``GET /_stats`` returns request and error counters.
 """
@@ -116,6 +117,7 @@ async def _serve(workload: Workload) -> None:
 
     dataset = build_dataset(workload)
     limit = [str(workload.page_size)]
+    latency = workload.latency_ms / 1000
     stats = {"requests": 0, "errors": 0}
 
     def fail(status: int, message: str) -> web.Response:
@@ -139,6 +141,8 @@ async def _serve(workload: Workload) -> None:
             owner, body = dataset.next_pages.get(cursor[-1], ("", b""))
             if len(cursor) != 1 or owner != member_id:
                 return fail(400, f"unknown lastCreditEntry {cursor!r}")
+        if latency:
+            await asyncio.sleep(latency)
         return web.Response(body=body, content_type="application/json")
 
     async def get_stats(request: web.Request) -> web.Response:

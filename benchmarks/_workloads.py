@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 API_KEY = "bench-api-key"
 API_KEY_HEADER = "X-Inveterate-Api-Key"
 FIRST_MEMBER_ID = 6_100_000_000_000
+# What the server waits before answering in the fan-out-with-latency workloads.
+LATENCY_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Workload:
     credits_per_member: int
     page_size: int
     concurrency: int = 1
+    latency_ms: float = 0.0
 
     @property
     def expected_count(self) -> int:
@@ -49,6 +52,8 @@ class Workload:
         )
         if self.concurrency > 1:
             text += f", concurrency {self.concurrency}"
+        if self.latency_ms:
+            text += f", server latency {self.latency_ms:g} ms"
         return text
 
     def to_json(self) -> str:
@@ -62,10 +67,26 @@ class Workload:
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
-    """The W1-W3 workloads, scaled down with ``quick``."""
+    """The workloads by name, scaled down with ``quick``.
+
+    W2-c8, W2-c32 and W2-c128 are W2 against a server that waits ``LATENCY_MS`` before
+    each answer, at three concurrencies.
+    """
     scale = 10 if quick else 1
+    fan_out = {"members": 1_000 // scale, "credits_per_member": 100, "page_size": 50}
+    with_latency = {
+        f"W2-c{concurrency}": Workload(
+            f"W2-c{concurrency}",
+            "fan-out with latency",
+            **fan_out,
+            concurrency=concurrency,
+            latency_ms=LATENCY_MS,
+        )
+        for concurrency in (8, 32, 128)
+    }
     return {
         "W1": Workload("W1", "throughput", 1, 100_000 // scale, 100),
-        "W2": Workload("W2", "fan-out", 1_000 // scale, 100, 50, concurrency=32),
+        "W2": Workload("W2", "fan-out", **fan_out, concurrency=32),
+        **with_latency,
         "W3": Workload("W3", "memory", 1, 50_000 if quick else 1_000_000, 500),
     }

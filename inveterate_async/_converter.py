@@ -2,15 +2,21 @@
 
 JSON is parsed with every non-integer number as ``Decimal`` (see ``_json``), so
 money reaches these hooks as ``int`` or ``Decimal`` and never passes through float.
+A page's credits are built together (``structure_credits``), with the values the
+per-entry ``Credit`` hook gives, which stays the reference and the source of errors.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
+import attrs
 import cattrs
 
 from ._models import Credit
@@ -71,12 +77,13 @@ def _six_digit_fraction(match: re.Match[str]) -> str:
 # than through the frozen class's __init__ (which sets each through
 # object.__setattr__), about 40% less time per credit. Same fields, same values.
 _new_credit = object.__new__
-_set_amount = Credit.__dict__["amount"].__set__
-_set_created_at = Credit.__dict__["created_at"].__set__
-_set_new_balance = Credit.__dict__["new_balance"].__set__
-_set_reason = Credit.__dict__["reason"].__set__
-_set_note = Credit.__dict__["note"].__set__
-_set_raw = Credit.__dict__["raw"].__set__
+_slot_setters = {field.name: Credit.__dict__[field.name].__set__ for field in attrs.fields(Credit)}
+_set_amount = _slot_setters["amount"]
+_set_created_at = _slot_setters["created_at"]
+_set_new_balance = _slot_setters["new_balance"]
+_set_reason = _slot_setters["reason"]
+_set_note = _slot_setters["note"]
+_set_raw = _slot_setters["raw"]
 
 
 def structure_credit(entry: Any, _: Any = None) -> Credit:
@@ -134,6 +141,91 @@ _credit_hook = converter.get_structure_hook(Credit)
 
 
 def structure_credits(entries: list[Any]) -> tuple[Credit, ...]:
-    """The credits of one page, all or nothing, through the converter's ``Credit`` hook."""
-    hook = _credit_hook
-    return tuple([hook(entry, Credit) for entry in entries])
+    """The credits of one page, all or nothing, with the values of the ``Credit`` hook.
+
+    An ordinary page of ``_BY_FIELD_FROM`` entries or more is built a field at a time
+    over all its entries (each pass runs in C); a smaller page, or one with anything
+    else (text amounts, epoch timestamps, a bad entry), goes entry by entry through the
+    converter's ``Credit`` hook, which gives the same values and the exact error of the
+    first bad entry.
+    """
+    credits = _page_by_field(entries) if len(entries) >= _BY_FIELD_FROM else None
+    if credits is None:
+        hook = _credit_hook
+        credits = [hook(entry, Credit) for entry in entries]
+    return tuple(credits)
+
+
+# The field passes cost a fixed ~45,000 instructions a page (CPython 3.11), which pages
+# of fewer than ~25 entries do not earn back: those go entry by entry.
+_BY_FIELD_FROM = 32
+_NoneType = type(None)
+_DICT: frozenset[type] = frozenset({dict})
+_MONEY: frozenset[type] = frozenset({Decimal, int})
+_OPTIONAL_MONEY: frozenset[type] = frozenset({Decimal, int, _NoneType})
+_TIMESTAMP: frozenset[type] = frozenset({str})
+_TEXT: frozenset[type] = frozenset({str, _NoneType})
+_get = dict.get
+# Endless, so shared by every call: map() stops at the end of the entries.
+_AMOUNT, _CREATED_AT, _NEW_BALANCE, _REASON, _NOTE = map(
+    repeat, ("amount", "createdAt", "newBalance", "reason", "note")
+)
+_is_finite = Decimal.is_finite
+_tzinfo = attrgetter("tzinfo")
+_consume = deque[object](maxlen=0).extend  # runs an iterator to its end
+
+
+def _page_by_field(entries: list[Any]) -> list[Credit] | None:
+    """The page's credits, made a field at a time; None if any value is not one the
+    ``Credit`` hook would take as it is (or, for int money, as ``Decimal(value)``).
+
+    Every value is read and checked before any ``Credit`` is made.
+    """
+    if not set(map(type, entries)) <= _DICT:
+        return None
+    amounts: list[Any] = list(map(_get, entries, _AMOUNT))
+    new_balances: list[Any] = list(map(_get, entries, _NEW_BALANCE))
+    stamps: list[Any] = list(map(_get, entries, _CREATED_AT))
+    reasons: list[Any] = list(map(_get, entries, _REASON))
+    notes: list[Any] = list(map(_get, entries, _NOTE))
+    amount_kinds = set(map(type, amounts))
+    balance_kinds = set(map(type, new_balances))
+    if not (
+        amount_kinds <= _MONEY
+        and balance_kinds <= _OPTIONAL_MONEY
+        and set(map(type, stamps)) <= _TIMESTAMP
+        and set(map(type, reasons)) <= _TEXT
+        and set(map(type, notes)) <= _TEXT
+    ):
+        return None
+    if int in amount_kinds:
+        amounts = list(map(Decimal, amounts))
+    if int in balance_kinds:
+        new_balances = [None if value is None else Decimal(value) for value in new_balances]
+    # The parsers only make finite Decimals; checked all the same (filter skips None and
+    # zeros, which are finite).
+    if not all(map(_is_finite, amounts)) or not all(map(_is_finite, filter(None, new_balances))):
+        return None
+    created_at: list[datetime] | None
+    try:
+        created_at = list(map(_fromisoformat, stamps))
+    except ValueError:
+        created_at = None
+    if created_at is None or None in map(_tzinfo, created_at):
+        # Naive times (UTC), or what Python 3.10's fromisoformat cannot read ("Z").
+        try:
+            created_at = list(map(_parse_iso, stamps))
+        except ValueError:
+            return None
+    fields: dict[str, list[Any]] = {
+        "amount": amounts,
+        "created_at": created_at,
+        "new_balance": new_balances,
+        "reason": reasons,
+        "note": notes,
+        "raw": entries,
+    }
+    credits: list[Credit] = list(map(_new_credit, repeat(Credit, len(entries))))
+    for name, set_slot in _slot_setters.items():  # every field of Credit (KeyError if not)
+        _consume(map(set_slot, credits, fields[name]))
+    return credits

@@ -1,8 +1,9 @@
 """Clients under test: one module per client, each exposing ``fetch(base_url, workload)``.
 
 To add a client, write a module here with an ``async def fetch`` returning a :class:`Tally`
-and register its name in :data:`CLIENTS`. The first registered client is the baseline that
-the report's ratios divide by.
+and register its name in :data:`CLIENTS` (and in :data:`FAN_OUT_ONLY` if it only differs in
+how it fans out). The first registered client is the baseline that the report's ratios
+divide by.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ CLIENTS = {
     "raw": "benchmarks.clients.raw",
     "sdk": "benchmarks.clients.sdk",
     "sdk-stdlib": "benchmarks.clients.sdk_stdlib",
+    "sdk-semaphore": "benchmarks.clients.sdk_semaphore",
 }
+# Clients that only differ from "sdk" in how they fan out: not run for one member.
+FAN_OUT_ONLY = frozenset({"sdk-semaphore"})
 
 
 class Tally(NamedTuple):
@@ -31,6 +35,12 @@ class Tally(NamedTuple):
 
 
 Fetch = Callable[[str, Workload], Awaitable[Tally]]
+
+
+def clients_for(workload: Workload, clients: list[str]) -> list[str]:
+    """The ``clients`` that run ``workload``, in order; the first (the baseline) always does."""
+    first, *others = clients
+    return [first, *(name for name in others if workload.members > 1 or name not in FAN_OUT_ONLY)]
 
 
 def load(name: str) -> Fetch:

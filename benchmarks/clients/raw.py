@@ -14,7 +14,11 @@ from benchmarks.clients import Tally, run_pool
 
 async def fetch(base_url: str, workload: Workload) -> Tally:
     """Follow ``lastCreditEntry`` for every member; sum amounts as ``Decimal(str(x))``."""
-    async with aiohttp.ClientSession(headers={API_KEY_HEADER: API_KEY}) as session:
+    # aiohttp's default pool (100 connections), or one connection per worker if more.
+    connector = aiohttp.TCPConnector(limit=max(100, workload.concurrency))
+    async with aiohttp.ClientSession(
+        headers={API_KEY_HEADER: API_KEY}, connector=connector
+    ) as session:
 
         async def member_credits(member_id: str) -> tuple[int, Decimal]:
             prefix = (

@@ -1,4 +1,5 @@
-"""The inveterate_async SDK, called the way its documentation shows."""
+"""The inveterate_async SDK as ``pip install`` gives it (msgspec included), called the way
+its documentation shows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The SDK as installed without the ``fast`` extra: JSON parsed by the standard library."""
+"""The SDK's standard-library fallback: msgspec unimportable, JSON parsed by ``json``.
+
+What users get where msgspec is not installed (it is a dependency on CPython only).
+"""
 
 from __future__ import annotations
 

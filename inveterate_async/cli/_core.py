@@ -62,10 +62,26 @@ async def start_sandbox(
     api_key: str = SANDBOX_API_KEY,
     host: str = "127.0.0.1",
     port: int = 0,
+    credits_per_member: int = 5,
+    page_size: int = 50,
+    latency: float = 0.0,
+    fail_rate: float = 0.0,
+    record_requests: bool = True,
 ) -> Sandbox:
-    """Start a :class:`Sandbox` with ``members`` seeded members ``"1"``, ``"2"``, ..."""
-    sandbox = Sandbox(api_key=api_key, host=host, port=port)
-    sandbox.seed_members(members, seed=seed)
+    """Start a :class:`Sandbox` with ``members`` seeded members ``"1"``, ``"2"``, ...
+
+    ``fail_rate`` reads fail with a transient 503 (seeded with ``seed``).
+    """
+    sandbox = Sandbox(
+        api_key=api_key,
+        host=host,
+        port=port,
+        default_limit=page_size,
+        latency=latency,
+        record_requests=record_requests,
+    )
+    sandbox.seed_members(members, credits_per_member=credits_per_member, seed=seed)
+    sandbox.fail_randomly(fail_rate, seed=seed)
     return await sandbox.start()
 
 

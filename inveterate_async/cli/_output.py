@@ -11,8 +11,7 @@ import io
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -20,11 +19,15 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from .. import Credit
+# Shared with the cluster workers, so both write the same bytes; re-exported here.
+from .._rows import CREDIT_COLUMNS as CREDIT_COLUMNS
+from .._rows import EXPORT_COLUMNS as EXPORT_COLUMNS
+from .._rows import credit_row as credit_row
+from .._rows import json_line
+from .._rows import json_text as json_text
+from .._rows import timestamp_text as timestamp_text
 from ._exits import write_failed
 
-CREDIT_COLUMNS = ("created_at", "amount", "new_balance", "reason", "note", "id")
-EXPORT_COLUMNS = ("member_id", *CREDIT_COLUMNS)
 FORMATS = ("table", "jsonl", "csv")
 
 Row = Sequence[Any]
@@ -47,20 +50,6 @@ _ID_MIN_WIDTH = 100
 _MONEY_COLUMNS = frozenset({"amount", "new_balance"})
 
 
-def timestamp_text(moment: datetime) -> str:
-    """The one timestamp format of every output: ISO 8601 in UTC with a ``Z``.
-
-    Whole seconds when the fraction is zero (``2024-03-01T12:00:00Z``), else
-    milliseconds (``...:00.250Z``) or, when needed, microseconds.
-    """
-    utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        fraction = f"{utc.microsecond:06d}"
-        text += "." + (fraction[:3] if fraction.endswith("000") else fraction)
-    return text + "Z"
-
-
 def plural(count: int, noun: str, *, grouped: bool = False) -> str:
     """``1 credit``, ``2 credits``, ``0 credits`` (nouns whose plural adds an s).
 
@@ -68,34 +57,6 @@ def plural(count: int, noun: str, *, grouped: bool = False) -> str:
     """
     number = f"{count:,}" if grouped else str(count)
     return f"{number} {noun}" if count == 1 else f"{number} {noun}s"
-
-
-def credit_row(credit: Credit) -> tuple[Any, ...]:
-    """The values of :data:`CREDIT_COLUMNS` for one credit (``id`` comes from ``raw``)."""
-    return (
-        None if credit.created_at is None else timestamp_text(credit.created_at),
-        credit.amount,
-        credit.new_balance,
-        credit.reason,
-        credit.note,
-        credit.raw.get("id"),
-    )
-
-
-def json_text(value: Any) -> str:
-    """JSON text of a value, writing every Decimal as a number with its exact digits."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot write {value} as a JSON number")
-        return str(value)
-    if isinstance(value, Mapping):
-        items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{json_text(v)}" for k, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(json_text(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def cell_text(value: Any) -> str:
@@ -112,12 +73,7 @@ def jsonl_encoder(columns: Sequence[str]) -> Callable[[Sequence[Row]], str]:
     keys = [json.dumps(name) + ":" for name in columns]
 
     def encode(rows: Sequence[Row]) -> str:
-        return "".join(
-            "{"
-            + ",".join(key + json_text(value) for key, value in zip(keys, row, strict=True))
-            + "}\n"
-            for row in rows
-        )
+        return "".join(json_line(keys, row) for row in rows)
 
     return encode
 

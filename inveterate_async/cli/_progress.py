@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -125,3 +126,37 @@ def export_progress(
             rate="",
         )
         yield _RichTracker(progress, task, by_member=True)
+
+
+@contextmanager
+def cluster_progress(enabled: bool, *, total: int) -> Iterator[Callable[[Any], None]]:
+    """A bar of shards done out of ``total``, with members and credits; yields the
+    function to call with each ``cluster.Progress``."""
+    if not enabled:
+        yield lambda progress: None
+        return
+    display = Progress(
+        SpinnerColumn(),
+        TextColumn("shards"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[members]} members, {task.fields[credits]} credits"),
+        TextColumn("{task.fields[failed]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    with display:
+        task = display.add_task("cluster", total=total, members="0", credits="0", failed="")
+
+        def show(progress: Any) -> None:
+            display.update(
+                task,
+                completed=progress.done,
+                members=f"{progress.members:,}",
+                credits=f"{progress.credits:,}",
+                failed=f"{len(progress.failed)} failed" if progress.failed else "",
+            )
+
+        yield show

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import click
 
@@ -26,19 +28,40 @@ async def serve_sandbox(
     seed: int = 0,
     api_key: str = SANDBOX_API_KEY,
     ready: Callable[[Sandbox], object] | None = None,
+    credits_per_member: int = 5,
+    page_size: int = 50,
+    latency: float = 0.0,
+    fail_rate: float = 0.0,
 ) -> None:
     """Serve a seeded sandbox until ``stop`` is set.
+
+    Requests are not recorded: a long-running server keeps constant memory.
 
     :param stop: set it to stop the sandbox and return.
     :param host: the interface to bind.
     :param port: the TCP port (0: any free port).
     :param members: how many members (ids ``"1"`` to ``str(members)``) to seed.
-    :param seed: the seed of the generated ledgers.
+    :param seed: the seed of the generated ledgers and of the random failures.
     :param api_key: the key the sandbox accepts.
     :param ready: called once with the sandbox when it is up (e.g. to print its address).
+    :param credits_per_member: the entries seeded in each ledger.
+    :param page_size: credits per page when a request gives no ``limit``.
+    :param latency: seconds every request waits before its answer.
+    :param fail_rate: the probability that a read is answered with a transient 503.
     :raises OSError: if the address cannot be bound.
     """
-    sandbox = await start_sandbox(members=members, seed=seed, api_key=api_key, host=host, port=port)
+    sandbox = await start_sandbox(
+        members=members,
+        seed=seed,
+        api_key=api_key,
+        host=host,
+        port=port,
+        credits_per_member=credits_per_member,
+        page_size=page_size,
+        latency=latency,
+        fail_rate=fail_rate,
+        record_requests=False,
+    )
     try:
         if ready is not None:
             ready(sandbox)
@@ -47,9 +70,31 @@ async def serve_sandbox(
         await sandbox.close()
 
 
+INSECURE_HTTP_OPT_IN = "INVETERATE_ALLOW_INSECURE_HTTP=1"
+
+
+def client_urls(base_url: str) -> tuple[str, str | None]:
+    """Base URLs a client can use: one for this machine, and one for other machines and
+    containers when the sandbox listens on every interface (0.0.0.0 or ::), else None.
+
+    ``http://0.0.0.0:8080/v2.0`` is an address to bind, not one to connect to.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if host not in ("0.0.0.0", "::"):
+        return base_url, None
+    local = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    return (
+        parts._replace(netloc=f"{local}:{parts.port}").geturl(),
+        parts._replace(netloc=f"{socket.gethostname()}:{parts.port}").geturl(),
+    )
+
+
 def _announce(sandbox: Sandbox, members: int) -> None:
-    url = sandbox.base_url
+    url, elsewhere = client_urls(sandbox.base_url)
     key = sandbox.api_key
+    # The SDK and the CLI refuse plain http to another host unless told to allow it.
+    opt_in = "" if is_loopback(urlsplit(url).hostname or "") else f"{INSECURE_HTTP_OPT_IN} "
     curl = (
         f"curl -s -H {shlex.quote('X-Inveterate-Api-Key: ' + key)} "
         f"{shlex.quote(url + '/admin/members/1/credits?limit=3')}"
@@ -59,9 +104,14 @@ def _announce(sandbox: Sandbox, members: int) -> None:
     click.echo(f"  API key:  {key}")
     click.echo(f"  try:      {curl}")
     click.echo(
-        f"  or:       INVETERATE_BASE_URL={shlex.quote(url)} "
+        f"  or:       {opt_in}INVETERATE_BASE_URL={shlex.quote(url)} "
         f"INVETERATE_API_KEY={shlex.quote(key)} inveterate credits list 1"
     )
+    if elsewhere is not None:
+        click.echo(
+            f"  from other machines or containers: {elsewhere} (or this machine's address), "
+            f"with {INSECURE_HTTP_OPT_IN} for the SDK and the CLI"
+        )
     sys.stdout.flush()
 
 
@@ -95,10 +145,53 @@ def _announce(sandbox: Sandbox, members: int) -> None:
     metavar="K",
     help="The key the sandbox accepts.",
 )
-def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str) -> None:
+@click.option(
+    "--credits-per-member",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Credits seeded in each ledger (deterministic for a --seed).",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Credits per page when a request gives no limit.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="MS",
+    help="Milliseconds every request waits before its answer.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0,
+    show_default=True,
+    metavar="P",
+    help="Probability that a read gets a transient 503 (seeded with --seed).",
+)
+def sandbox_command(
+    host: str,
+    port: int,
+    members: int,
+    seed: int,
+    api_key: str,
+    credits_per_member: int,
+    page_size: int,
+    latency: float,
+    fail_rate: float,
+) -> None:
     """Serve a seeded sandbox API in the foreground.
 
-    For trying the API by hand or from any language; stop it with Ctrl-C.
+    For trying the API by hand or from any language, or as the API of a multi-process
+    test (requests are not recorded, so memory stays flat); stop it with Ctrl-C.
     """
     if not is_loopback(host):
         click.secho(
@@ -120,6 +213,10 @@ def sandbox_command(host: str, port: int, members: int, seed: int, api_key: str)
             seed=seed,
             api_key=api_key,
             ready=lambda sandbox: _announce(sandbox, members),
+            credits_per_member=credits_per_member,
+            page_size=page_size,
+            latency=latency / 1000,
+            fail_rate=fail_rate,
         )
 
     # Not the shared runner: Ctrl-C is how a sandbox stops, a success rather than exit 130.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,6 +25,7 @@ from ._ledger import (
     credit_from_user,
     member_key,
 )
+from ._random_faults import RandomFaults
 from ._wire import (
     BadRequest,
     RecordedRequest,
@@ -33,6 +34,9 @@ from ._wire import (
     parse_limit,
     record_request,
 )
+
+if TYPE_CHECKING:
+    from ._thread import ThreadedSandbox
 
 _API_KEY_HEADER = "X-Inveterate-Api-Key"
 
@@ -69,10 +73,13 @@ class Sandbox:
     :param visibility_delay: seconds of ``clock`` after a POST before its credit appears
         in GET results, like the real API's asynchronous writes. The credit is applied at
         once (balance, :meth:`ledger`); only reads wait. Changeable between requests.
+    :param record_requests: keep every request in :attr:`requests` (turn it off for a
+        long-running server: the list would grow without bound).
     :raises ValueError: if ``default_limit`` is below 1, or ``latency`` or
         ``visibility_delay`` is negative.
 
-    :ivar requests: every :class:`RecordedRequest` received, in arrival order.
+    :ivar requests: every :class:`RecordedRequest` received, in arrival order (empty
+        when ``record_requests`` is off).
     :ivar in_flight: the number of requests being handled right now.
     :ivar max_in_flight: the highest :attr:`in_flight` seen since the start or
         :meth:`reset_stats`.
@@ -89,6 +96,7 @@ class Sandbox:
         latency: float = 0.0,
         clock: Callable[[], float] = time.time,
         visibility_delay: float = 0.0,
+        record_requests: bool = True,
     ) -> None:
         if default_limit < 1:
             raise ValueError("default_limit must be at least 1")
@@ -102,6 +110,7 @@ class Sandbox:
         self.latency = latency
         self.clock = clock
         self.visibility_delay = visibility_delay
+        self.record_requests = record_requests
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -111,6 +120,7 @@ class Sandbox:
         self._runner: web.ServerRunner | None = None
         self._ledgers = Ledgers()
         self._faults = Faults()
+        self._random_faults = RandomFaults()
 
     async def start(self) -> Self:
         """Start serving.
@@ -133,6 +143,25 @@ class Sandbox:
         self._port = int(runner.addresses[0][1])
         self._runner = runner
         return self
+
+    def start_in_thread(self) -> "ThreadedSandbox":
+        """Start serving from an event loop of its own, in a daemon thread.
+
+        For synchronous tests, and for code under test that runs its own event loop
+        (FastAPI's ``TestClient``, Django, ``requests``): a sandbox started in the test's
+        own loop is never served while that loop waits for the app. Use the returned
+        handle (thread-safe) to seed and inspect the sandbox, and close it when done::
+
+            with Sandbox(api_key="test-key").start_in_thread() as sandbox:
+                sandbox.add_credits("42", ["10.00"])
+
+        :returns: the running :class:`ThreadedSandbox`.
+        :raises RuntimeError: if it is already started.
+        :raises OSError: if the address cannot be bound.
+        """
+        from ._thread import ThreadedSandbox  # here: _thread imports this module
+
+        return ThreadedSandbox(self).start()
 
     async def close(self) -> None:
         """Stop serving and close all connections; safe to call more than once."""
@@ -256,6 +285,19 @@ class Sandbox:
             match=match,
         )
 
+    def fail_randomly(self, rate: float, *, seed: int = 0, status: int = 503) -> None:
+        """Answer each ledger read (GET) with a transient ``status`` with probability ``rate``.
+
+        Seeded: the same requests in the same order fail the same way. Faults queued with
+        :meth:`fail_next` come first. Writes are never failed this way.
+
+        :param rate: from 0 (never; the default) to 1 (always).
+        :param seed: the seed of the draws.
+        :param status: the status to answer, 500-599.
+        :raises ValueError: if ``rate`` or ``status`` is out of range.
+        """
+        self._random_faults.configure(rate, seed=seed, status=status)
+
     def seed_members(
         self, count: int, *, credits_per_member: int = 5, seed: int = 0, prefix: str = ""
     ) -> list[str]:
@@ -276,11 +318,16 @@ class Sandbox:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             recorded = record_request(request, await request.read())
-            self.requests.append(recorded)
+            if self.record_requests:
+                self.requests.append(recorded)
             # Taken on arrival so that concurrent requests get faults in arrival order.
             fault = self._faults.take(recorded)
+            random_failure = fault is None and self._random_faults.hit(recorded)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
+            if random_failure:
+                status = self._random_faults.status
+                return json_response(status, f"Injected transient failure (HTTP {status})", {})
             if fault is None:
                 return self._dispatch(recorded)
             if fault.apply:

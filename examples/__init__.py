@@ -1,0 +1,1 @@
+"""Runnable examples of the SDK in applications; their tests are in ``tests/``."""

@@ -1,0 +1,74 @@
+"""The rows of an export: one per credit, with exact money, as JSON Lines text.
+
+Shared by the ``inveterate`` CLI and the cluster workers, so that a shard written by a
+worker has exactly the bytes ``inveterate credits export --format jsonl`` would write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from ._models import Credit
+
+CREDIT_COLUMNS = ("created_at", "amount", "new_balance", "reason", "note", "id")
+EXPORT_COLUMNS = ("member_id", *CREDIT_COLUMNS)
+
+_EXPORT_KEYS = tuple(json.dumps(name) + ":" for name in EXPORT_COLUMNS)
+
+
+def timestamp_text(moment: datetime) -> str:
+    """The one timestamp format of every output: ISO 8601 in UTC with a ``Z``.
+
+    Whole seconds when the fraction is zero (``2024-03-01T12:00:00Z``), else
+    milliseconds (``...:00.250Z``) or, when needed, microseconds.
+    """
+    utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        fraction = f"{utc.microsecond:06d}"
+        text += "." + (fraction[:3] if fraction.endswith("000") else fraction)
+    return text + "Z"
+
+
+def credit_row(credit: Credit) -> tuple[Any, ...]:
+    """The values of :data:`CREDIT_COLUMNS` for one credit (``id`` comes from ``raw``)."""
+    return (
+        None if credit.created_at is None else timestamp_text(credit.created_at),
+        credit.amount,
+        credit.new_balance,
+        credit.reason,
+        credit.note,
+        credit.raw.get("id"),
+    )
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a value, writing every Decimal as a number with its exact digits."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot write {value} as a JSON number")
+        return str(value)
+    if isinstance(value, Mapping):
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}:{json_text(v)}" for k, v in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(json_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def json_line(keys: Sequence[str], row: Sequence[Any]) -> str:
+    """One JSON object on one line (with its ``\\n``); ``keys`` are ``'"name":'`` prefixes."""
+    return (
+        "{" + ",".join(key + json_text(value) for key, value in zip(keys, row, strict=True)) + "}\n"
+    )
+
+
+def export_line(member_id: str | int, credit: Credit) -> str:
+    """The JSON Lines row of :data:`EXPORT_COLUMNS` for one credit of ``member_id``."""
+    return json_line(_EXPORT_KEYS, (member_id, *credit_row(credit)))
