@@ -5,6 +5,13 @@ async with InveterateClient() as client:          # key from INVETERATE_API_KEY
         print(credit.created_at, credit.amount)
 """
 
+from ._adjustments import (
+    AdjustmentReport,
+    AdjustmentRow,
+    AdjustmentState,
+    CandidateEntry,
+    CreditAdjustment,
+)
 from ._client import InveterateClient
 from ._errors import (
     APIConnectionError,
@@ -14,6 +21,9 @@ from ._errors import (
     BadRequestError,
     InvalidResponseError,
     InveterateError,
+    JournalConflictError,
+    JournalError,
+    JournalLockedError,
     MemberError,
     NotFoundError,
     PaginationError,
@@ -23,6 +33,7 @@ from ._errors import (
     StreamAbortedError,
 )
 from ._fanout import CreditStream
+from ._journal import Journal
 from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     Credit,
@@ -41,15 +52,24 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AdjustmentReport",
+    "AdjustmentRow",
+    "AdjustmentState",
     "AuthenticationError",
     "BadRequestError",
+    "CandidateEntry",
     "Credit",
+    "CreditAdjustment",
     "CreditPage",
     "CreditResult",
     "CreditStream",
     "InvalidResponseError",
     "InveterateClient",
     "InveterateError",
+    "Journal",
+    "JournalConflictError",
+    "JournalError",
+    "JournalLockedError",
     "LedgerPage",
     "LedgerPosition",
     "MemberError",

@@ -6,7 +6,8 @@ import asyncio
 import copy
 import os
 import sys
-from collections.abc import AsyncGenerator, Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import partial
 from types import TracebackType
@@ -15,11 +16,15 @@ from typing import TypeVar
 import aiohttp
 import attrs
 
+from ._adjustments import AdjustmentReport, AdjustmentRow, CreditAdjustment
+from ._bulk import apply_credits
+from ._bulk_options import BulkOptions
 from ._context import add_request_context
 from ._errors import InveterateError
 from ._failfast import DEFAULT_ABORT_AFTER
 from ._fanout import CreditStream, CustomerId, Members, OnError
 from ._http import PreparedRequest, Response
+from ._journal import Journal
 from ._models import Credit, CreditPage, CreditResult, LedgerPosition
 from ._pagination import credits_of, iter_pages, no_pages, start_cursor
 from ._redact import Redactor
@@ -371,3 +376,61 @@ class InveterateClient:
         """
         request = create_credit_request(self._base_url, customer_id, amount, note=note, force=force)
         return await self._call(request, read_credit_result, deadline)
+
+    async def apply_credits(
+        self,
+        adjustments: Iterable[CreditAdjustment],
+        journal: str | os.PathLike[str] | Journal,
+        *,
+        concurrency: int = 8,
+        tag_notes: bool = False,
+        settle: float = 300.0,
+        clock_skew: float = 120.0,
+        poll_interval: float | None = None,
+        resend_unconfirmed: bool = False,
+        dry_run: bool = False,
+        on_progress: Callable[[AdjustmentRow], object] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> AdjustmentReport:
+        """Apply a batch of adjustments exactly once, through a SQLite journal.
+
+        Re-running with the same journal resumes: applied and rejected rows are skipped,
+        rows of unknown outcome are reconciled against the ledger before anything is
+        re-sent. See docs/bulk.md for the guarantees and their limits.
+
+        :param adjustments: the batch; every ``ref`` once.
+        :param journal: the journal file (created if missing), or a :class:`Journal`.
+        :param concurrency: rows sent, and ledgers read, at the same time.
+        :param tag_notes: append ``" [ref:REF]"`` to each note, so reconciliation is exact.
+        :param settle: seconds after a send within which its credit must show in the
+            ledger; a row of unknown outcome still unseen then is "not applied".
+        :param clock_skew: seconds a ledger entry's ``createdAt`` may precede the send.
+        :param poll_interval: seconds between ledger reads while waiting (default:
+            ``settle / 10``, at most 10).
+        :param resend_unconfirmed: re-send rows found not applied (once per run).
+        :param dry_run: write and send nothing; the report's ``to_send`` is what would be
+            sent.
+        :param on_progress: called with each row whenever its state changes.
+        :param clock: POSIX time (tests pass a ``ManualClock``); waits use the client's
+            ``sleep``.
+        :returns: counts and sums per state over the whole journal, and the rows that
+            are not applied.
+        :raises ValueError: for a bad argument or a ref given twice; nothing is sent.
+        :raises JournalConflictError: a ref is in the journal with other content.
+        :raises JournalLockedError: another process is applying from the journal.
+        :raises InveterateError: the first read failed (wrong key, URL), or a ledger
+            read was refused; the journal is consistent and a re-run resumes.
+        """
+        options = BulkOptions.checked(
+            concurrency=concurrency,
+            tag_notes=tag_notes,
+            settle=settle,
+            clock_skew=clock_skew,
+            poll_interval=poll_interval,
+            resend_unconfirmed=resend_unconfirmed,
+            on_progress=on_progress,
+            clock=clock,
+            sleep=self._sleep,
+        )
+        self._transport.reserve_connections(concurrency)
+        return await apply_credits(self, adjustments, journal, options, dry_run=dry_run)

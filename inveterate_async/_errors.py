@@ -15,7 +15,10 @@
     ├── InvalidResponseError    a 2xx answer whose body cannot be read
     │   └── PaginationError     the API sent a cursor it had sent before (a loop)
     ├── MemberError             one member of ``iter_credits_many`` failed
-    └── StreamAbortedError      ``iter_credits_many`` stopped: every member would fail
+    ├── StreamAbortedError      ``iter_credits_many`` stopped: every member would fail
+    └── JournalError            a bulk-adjustment journal cannot be used
+        ├── JournalLockedError  another process is applying from the same journal
+        └── JournalConflictError a ref is already in the journal with other content
 
 ``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
 ``outcome_unknown``: True for a write that may have been applied.
@@ -337,6 +340,47 @@ class StreamAbortedError(InveterateError):
         self.reason = reason
         self.failed = failed
         self.error = error
+
+
+class JournalError(InveterateError):
+    """A bulk-adjustment journal cannot be used: not a journal, unreadable, or missing.
+
+    ``path`` is the journal's file.
+    """
+
+    _repr_fields: tuple[str, ...] = ("message", "path")
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalLockedError(JournalError):
+    """Another process (or another call in this one) holds the journal's lock.
+
+    ``holder`` is what the holder wrote in the lock file (its pid, host and start time).
+    Nothing was sent.
+    """
+
+    _repr_fields: tuple[str, ...] = ("message", "path", "holder")
+
+    def __init__(self, message: str, *, path: str, holder: str) -> None:
+        super().__init__(message, path=path)
+        self.holder = holder
+
+
+class JournalConflictError(JournalError):
+    """Some refs are already in the journal with different content; nothing was sent.
+
+    ``refs`` are the conflicting refs, in input order. A row can be edited only while
+    the API has certainly applied nothing for it: never sent, or rejected.
+    """
+
+    _repr_fields: tuple[str, ...] = ("message", "path", "refs")
+
+    def __init__(self, message: str, *, path: str, refs: tuple[str, ...]) -> None:
+        super().__init__(message, path=path)
+        self.refs = refs
 
 
 STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {

@@ -24,6 +24,7 @@ from inveterate_async.cli._core import Settings
 from inveterate_async.cli._exits import UsageFailure, WriteFailed
 from inveterate_async.cli._hints import command_line
 from inveterate_async.cli._state import Checkpoint, StateFile
+from inveterate_async.testing import ManualClock
 
 from .cli_support import API_KEY, JSONL_KEYS, ThreadedSandbox, api, invoke, jsonl
 
@@ -121,6 +122,8 @@ def test_add_shows_the_new_entry_as_a_table_on_a_terminal(
     server: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_credits, "is_terminal", lambda stream: stream is sys.stdout)
+    # The sandbox stamps a POSTed credit with its clock: 2024-03-01T12:00:00Z here.
+    server.call(setattr, server.sandbox, "clock", ManualClock(1709294400))
 
     result = api(server, "credits", "add", "42", "10.00", "--yes", "--note", "Hi")
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ import attrs
 import pytest
 from yarl import URL
 
-from inveterate_async.testing import RecordedRequest, Sandbox
+from inveterate_async.testing import ManualClock, RecordedRequest, Sandbox
 
 KEY = {"X-Inveterate-Api-Key": "test-key"}
 JSON_KEY = {**KEY, "Content-Type": "application/json"}
@@ -564,6 +565,8 @@ async def test_mapping_cursor_factory(http: aiohttp.ClientSession) -> None:
 
 
 async def test_post_creates_a_credit(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    # 2026-11-02T10:00:00.250Z: a POSTed credit is stamped with the clock, to the millisecond.
+    sandbox.clock = ManualClock(1793613600.25)
     sandbox.add_credits("42", ["5.00"])
     body = '{"amount": 10.10, "note": "Merci — fidélité", "force": true}'.encode()
     headers = {**KEY, "Content-Type": "application/json; charset=utf-8"}
@@ -574,7 +577,7 @@ async def test_post_creates_a_credit(sandbox: Sandbox, http: aiohttp.ClientSessi
     entry = {
         "id": "cr_000002",
         "amount": Decimal("10.10"),
-        "createdAt": "2024-03-01T12:01:00.000Z",
+        "createdAt": "2026-11-02T10:00:00.250Z",
         "newBalance": Decimal("15.10"),
         "reason": "api",
         "note": "Merci — fidélité",
@@ -890,3 +893,97 @@ async def test_seeded_members_are_served(sandbox: Sandbox, http: aiohttp.ClientS
     status, body = await get_page(http, sandbox, member)
     assert status == 200
     assert body["data"]["credits"] == sandbox.ledger(member)
+
+
+# --- time: the clock, delayed visibility, slow answers ---------------------------------
+
+
+async def test_delayed_visibility_applies_at_once_and_shows_later(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    async with Sandbox(clock=clock, visibility_delay=30, default_limit=2) as server:
+        server.add_credits("42", ["1.00", "2.00"])
+        status, _ = await post_credit(http, server, "42", b'{"amount": 5.00, "note": "late"}')
+        assert status == 201
+        # Applied: the balance and the server's own view have it...
+        assert server.balance("42") == Decimal("8.00")
+        assert [e["note"] for e in server.ledger("42")] == [None, None, "late"]
+        # ...but a GET does not show it until the clock has moved 30 s on.
+        _, body = await get_page(http, server, "42")
+        assert [e["amount"] for e in body["data"]["credits"]] == [1, 2]
+        assert body["data"]["lastCreditEntry"] is None  # nothing visible after this page
+        clock.advance(29.999)
+        _, body = await get_page(http, server, "42")
+        assert body["data"]["lastCreditEntry"] is None
+        server.add_credits("42", ["3.00"])  # visible at once, after the hidden one
+        _, body = await get_page(http, server, "42")
+        cursor = body["data"]["lastCreditEntry"]
+        _, rest = await get_page(http, server, "42", page_query(lastCreditEntry=cursor))
+        assert [e["amount"] for e in rest["data"]["credits"]] == [3]
+        await clock.sleep(0.001)
+        _, rest = await get_page(http, server, "42", page_query(lastCreditEntry=cursor))
+        assert [e["amount"] for e in rest["data"]["credits"]] == [Decimal("5.00"), 3]
+        assert rest["data"]["credits"][0]["createdAt"] == "2027-01-15T08:00:00.000Z"
+
+
+async def test_visibility_delay_can_change_between_requests(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    async with Sandbox(clock=clock) as server:
+        await post_credit(http, server, "42", b'{"amount": 1}')
+        server.visibility_delay = 10
+        await post_credit(http, server, "42", b'{"amount": 2}')
+        _, body = await get_page(http, server, "42")
+        assert [e["amount"] for e in body["data"]["credits"]] == [1]
+        clock.advance(10)
+        _, body = await get_page(http, server, "42")
+        assert [e["amount"] for e in body["data"]["credits"]] == [1, 2]
+
+
+async def test_fail_next_match_picks_the_request(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    sandbox.fail_next(500, match=lambda request: b"second" in request.body)
+    first, _ = await post_credit(http, sandbox, "42", b'{"amount": 1, "note": "first"}')
+    second, _ = await post_credit(http, sandbox, "42", b'{"amount": 2, "note": "second"}')
+    third, _ = await post_credit(http, sandbox, "42", b'{"amount": 3, "note": "second"}')
+    assert (first, second, third) == (201, 500, 201)
+    assert [e["amount"] for e in sandbox.ledger("42")] == [1, 3]
+
+
+async def test_fail_next_delay_answers_late_after_applying(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    sandbox.fail_next(201, apply=True, delay=5.0)
+    url = credits_url(sandbox, "42")
+    with pytest.raises(asyncio.TimeoutError):
+        await http.post(
+            url, headers=JSON_KEY, data=b'{"amount": 7}', timeout=aiohttp.ClientTimeout(total=0.2)
+        )
+    assert sandbox.balance("42") == 7  # applied before the client gave up
+
+
+@pytest.mark.parametrize("kwargs", [{"visibility_delay": -1.0}])
+def test_bad_visibility_delay(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="visibility_delay"):
+        Sandbox(**kwargs)
+
+
+def test_fail_next_rejects_a_negative_delay() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        Sandbox().fail_next(delay=-1)
+
+
+async def test_manual_clock() -> None:
+    clock = ManualClock(100)
+    assert clock() == 100.0
+    clock.advance(2.5)
+    await clock.sleep(1)
+    await clock.sleep(-3)
+    assert clock() == 103.5
+    assert repr(clock) == "ManualClock(103.5)"
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.advance(-1)
+    assert abs(ManualClock()() - time.time()) < 60

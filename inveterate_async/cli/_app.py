@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from .. import __version__
 from .._logging import disable_stderr_logging, enable_stderr_logging
+from ._apply import apply_command, journal_command
 from ._cluster import cluster_group
 from ._core import DEFAULT_MAX_RETRIES, DEFAULT_SANDBOX_MEMBERS, DEFAULT_TIMEOUT, Settings
 from ._credits import credits_group
@@ -107,6 +108,8 @@ def app(
     )
 
 
+credits_group.add_command(apply_command)
+credits_group.add_command(journal_command)
 app.add_command(credits_group)
 app.add_command(cluster_group)
 app.add_command(sandbox_command)

@@ -1,6 +1,6 @@
 """Faults injected with :meth:`Sandbox.fail_next`, waiting for the requests they answer."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -21,11 +21,15 @@ class Fault:
     customer_id: str | None
     apply: bool
     disconnect: bool
+    delay: float = 0.0
+    match: Callable[[RecordedRequest], bool] | None = None
 
     def matches(self, request: RecordedRequest) -> bool:
-        """Whether the request has this fault's method and member (None matches any)."""
-        return (self.method is None or self.method == request.method) and (
-            self.customer_id is None or self.customer_id == request.customer_id
+        """Whether the request has this fault's method, member and ``match`` (None: any)."""
+        return (
+            (self.method is None or self.method == request.method)
+            and (self.customer_id is None or self.customer_id == request.customer_id)
+            and (self.match is None or self.match(request))
         )
 
 
@@ -46,15 +50,20 @@ class Faults:
         customer_id: str | int | None,
         apply: bool,
         disconnect: bool,
+        delay: float = 0.0,
+        match: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
         """Queue a fault; the arguments are those of :meth:`Sandbox.fail_next`.
 
-        :raises ValueError: if ``status`` is not 200-599 or ``times`` is below 1.
+        :raises ValueError: if ``status`` is not 200-599, ``times`` is below 1 or
+            ``delay`` is negative.
         """
         if not 200 <= status <= 599:
             raise ValueError("status must be between 200 and 599")
         if times < 1:
             raise ValueError("times must be at least 1")
+        if delay < 0:
+            raise ValueError("delay must not be negative")
         headers: dict[str, str] = {}
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
@@ -76,6 +85,8 @@ class Faults:
                 customer_id=None if customer_id is None else member_key(customer_id),
                 apply=apply,
                 disconnect=disconnect,
+                delay=delay,
+                match=match,
             )
         )
 

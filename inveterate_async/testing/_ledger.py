@@ -50,6 +50,8 @@ class Ledgers:
         self._cursors: dict[str, dict[str, int]] = {}
         # Entry ids and default timestamps count across all members.
         self._entry_count = 0
+        # Per member: index of an entry -> the clock reading from which GETs show it.
+        self._hidden: dict[str, dict[int, float]] = {}
 
     def entries(self, member: str) -> list[dict[str, Any]]:
         """Copies of a member's entries, oldest first (empty for an unknown member)."""
@@ -60,9 +62,13 @@ class Ledgers:
         ledger = self._entries.get(member)
         return ledger[-1]["newBalance"] if ledger else Decimal(0)
 
-    def append(self, member: str, credits: list[NewCredit]) -> list[dict[str, Any]]:
+    def append(
+        self, member: str, credits: list[NewCredit], *, visible_at: float | None = None
+    ) -> list[dict[str, Any]]:
         """Add credits to a member's ledger, all or none.
 
+        :param visible_at: the clock reading before which :meth:`page` leaves the new
+            entries out (None: visible at once).
         :returns: the created entries, as stored.
         :raises ValueError: if a balance would be out of range; nothing is added then.
         """
@@ -88,6 +94,9 @@ class Ledgers:
                 }
             )
         self._entry_count += len(created)
+        if visible_at is not None:
+            hidden = self._hidden.setdefault(member, {})
+            hidden.update(dict.fromkeys(range(len(ledger), len(ledger) + len(created)), visible_at))
         ledger.extend(created)
         return created
 
@@ -117,12 +126,18 @@ class Ledgers:
         return ids
 
     def page(
-        self, member: str, after: str | None, limit: int, cursor_factory: CursorFactory | None
+        self,
+        member: str,
+        after: str | None,
+        limit: int,
+        cursor_factory: CursorFactory | None,
+        now: float,
     ) -> tuple[list[dict[str, Any]], str | Mapping[str, Any] | None]:
-        """Up to ``limit`` entries after the one ``after`` points at (from the start if None).
+        """Up to ``limit`` visible entries after the one ``after`` points at.
 
-        :param after: a cursor text issued for ``member``.
+        :param after: a cursor text issued for ``member`` (None: from the start).
         :param cursor_factory: makes the next cursor; None for the default form.
+        :param now: the clock reading that decides which entries are visible yet.
         :returns: the entries, as stored, and the cursor to the rest (None at the end).
         :raises BadRequest: if ``after`` was not issued for ``member``.
         """
@@ -133,12 +148,28 @@ class Ledgers:
             if index is None:
                 raise BadRequest("Invalid lastCreditEntry")
             start = index + 1
-        entries = ledger[start : start + limit]
-        end = start + len(entries)
+        hidden = self._still_hidden(member, now)
+        # Scans past the page for one more visible entry, to know whether a cursor is due.
+        indexes = []
+        for index in range(start, len(ledger)):
+            if index not in hidden:
+                indexes.append(index)
+                if len(indexes) > limit:
+                    break
+        shown = indexes[:limit]
         cursor = None
-        if end < len(ledger):
-            cursor = self._issue_cursor(member, ledger, end - 1, cursor_factory)
-        return entries, cursor
+        if len(indexes) > limit:
+            cursor = self._issue_cursor(member, ledger, shown[-1], cursor_factory)
+        return [ledger[index] for index in shown], cursor
+
+    def _still_hidden(self, member: str, now: float) -> set[int]:
+        hidden = self._hidden.get(member)
+        if not hidden:
+            return set()
+        for index, visible_at in list(hidden.items()):
+            if visible_at <= now:
+                del hidden[index]
+        return set(hidden)
 
     def _issue_cursor(
         self,
@@ -197,9 +228,10 @@ def credit_from_user(entry: Decimal | str | int | Mapping[str, Any]) -> NewCredi
     )
 
 
-def credit_from_dto(payload: object) -> NewCredit:
+def credit_from_dto(payload: object) -> tuple[Decimal, str | None]:
     """Check a POST body against the API's CreditDto.
 
+    :returns: its amount and note.
     :raises BadRequest: for every violation.
     """
     if not isinstance(payload, dict):
@@ -219,7 +251,7 @@ def credit_from_dto(payload: object) -> NewCredit:
         raise BadRequest("note must be a string")
     if "force" in payload and not isinstance(payload["force"], bool):
         raise BadRequest("force must be a boolean")
-    return NewCredit(amount, "api", note)
+    return amount, note
 
 
 def _to_amount(value: object) -> Decimal:

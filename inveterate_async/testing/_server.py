@@ -2,7 +2,9 @@
 
 import asyncio
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,14 @@ else:
     from typing_extensions import Self
 
 from ._faults import Faults
-from ._ledger import CursorFactory, Ledgers, credit_from_dto, credit_from_user, member_key
+from ._ledger import (
+    CursorFactory,
+    Ledgers,
+    NewCredit,
+    credit_from_dto,
+    credit_from_user,
+    member_key,
+)
 from ._random_faults import RandomFaults
 from ._wire import (
     BadRequest,
@@ -57,9 +66,17 @@ class Sandbox:
         JSON-native values is sent as a JSON object and must come back as its compact
         ``json.dumps(obj, separators=(",", ":"))`` text.
     :param latency: seconds every request waits (while counted in :attr:`in_flight`).
+    :param clock: the time in seconds since the epoch (``time.time``; a
+        :class:`ManualClock` makes time-based behaviour deterministic). A POSTed credit's
+        ``createdAt`` is the clock's reading; seeded and added credits keep their fixed
+        history (2024-03-01 onwards, a minute apart).
+    :param visibility_delay: seconds of ``clock`` after a POST before its credit appears
+        in GET results, like the real API's asynchronous writes. The credit is applied at
+        once (balance, :meth:`ledger`); only reads wait. Changeable between requests.
     :param record_requests: keep every request in :attr:`requests` (turn it off for a
         long-running server: the list would grow without bound).
-    :raises ValueError: if ``default_limit`` is below 1 or ``latency`` is negative.
+    :raises ValueError: if ``default_limit`` is below 1, or ``latency`` or
+        ``visibility_delay`` is negative.
 
     :ivar requests: every :class:`RecordedRequest` received, in arrival order (empty
         when ``record_requests`` is off).
@@ -77,16 +94,22 @@ class Sandbox:
         default_limit: int = 50,
         cursor_factory: CursorFactory | None = None,
         latency: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        visibility_delay: float = 0.0,
         record_requests: bool = True,
     ) -> None:
         if default_limit < 1:
             raise ValueError("default_limit must be at least 1")
         if latency < 0:
             raise ValueError("latency must not be negative")
+        if visibility_delay < 0:
+            raise ValueError("visibility_delay must not be negative")
         self.api_key = api_key
         self.default_limit = default_limit
         self.cursor_factory = cursor_factory
         self.latency = latency
+        self.clock = clock
+        self.visibility_delay = visibility_delay
         self.record_requests = record_requests
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -203,7 +226,11 @@ class Sandbox:
         return [dict(entry) for entry in self._ledgers.append(member, credits)]
 
     def ledger(self, customer_id: str | int) -> list[dict[str, Any]]:
-        """Copies of a member's entries, oldest first (empty for an unknown member)."""
+        """Copies of a member's entries, oldest first (empty for an unknown member).
+
+        Credits still hidden by ``visibility_delay`` are included: this is what the
+        server holds, not what a GET shows.
+        """
         return self._ledgers.entries(member_key(customer_id))
 
     def balance(self, customer_id: str | int) -> Decimal:
@@ -221,6 +248,8 @@ class Sandbox:
         customer_id: str | int | None = None,
         apply: bool = False,
         disconnect: bool = False,
+        delay: float = 0.0,
+        match: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with an injected fault.
 
@@ -237,7 +266,11 @@ class Sandbox:
         :param apply: process the request first (a POST is written), then replace its
             response by the fault.
         :param disconnect: close the connection without an answer.
-        :raises ValueError: if ``status`` or ``times`` is out of range.
+        :param delay: real seconds to wait (after applying, with ``apply``) before
+            answering or disconnecting: a client timeout shorter than this times out.
+        :param match: only requests for which it returns True match, e.g.
+            ``lambda request: b"gold-42" in request.body``.
+        :raises ValueError: if ``status``, ``times`` or ``delay`` is out of range.
         """
         self._faults.add(
             status,
@@ -248,6 +281,8 @@ class Sandbox:
             customer_id=customer_id,
             apply=apply,
             disconnect=disconnect,
+            delay=delay,
+            match=match,
         )
 
     def fail_randomly(self, rate: float, *, seed: int = 0, status: int = 503) -> None:
@@ -298,6 +333,8 @@ class Sandbox:
             if fault.apply:
                 # Only the side effect is wanted: the fault replaces the answer.
                 self._dispatch(recorded)
+            if fault.delay > 0:
+                await asyncio.sleep(fault.delay)
             if fault.disconnect and request.transport is not None:
                 # aiohttp treats the failed write of the response as a client disconnect.
                 request.transport.close()
@@ -325,16 +362,20 @@ class Sandbox:
                 raise BadRequest(f"Query parameter {name} is repeated")
         limit = parse_limit(query["limit"][0]) if "limit" in query else self.default_limit
         after = query["lastCreditEntry"][0] if "lastCreditEntry" in query else None
-        page, cursor = self._ledgers.page(member, after, limit, self.cursor_factory)
+        page, cursor = self._ledgers.page(member, after, limit, self.cursor_factory, self.clock())
         return json_response(200, "Credits retrieved", {"credits": page, "lastCreditEntry": cursor})
 
     def _create_credit(self, member: str, request: RecordedRequest) -> web.Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise BadRequest("Content-Type must be application/json")
-        credit = credit_from_dto(decode_json(request.body))
+        amount, note = credit_from_dto(decode_json(request.body))
+        now = self.clock()
+        created_at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds")
+        credit = NewCredit(amount, "api", note, created_at.replace("+00:00", "Z"))
+        visible_at = now + self.visibility_delay if self.visibility_delay > 0 else None
         try:
-            (entry,) = self._ledgers.append(member, [credit])
+            (entry,) = self._ledgers.append(member, [credit], visible_at=visible_at)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return json_response(201, "Credit created", entry)
