@@ -35,8 +35,9 @@ from ._request import (
     check_extra_headers,
     check_positive_int,
     create_credit_request,
+    credits_page_request,
+    credits_page_url,
     cursor_text,
-    encode_customer_id,
     list_credits_request,
     request_headers,
 )
@@ -267,19 +268,17 @@ class InveterateClient:
         :param start: or start from a saved :class:`LedgerPosition` (a page's
             ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
-        encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
+        # Encoded once per ledger; each page only adds its cursor.
+        page_url = credits_page_url(self._base_url, customer_id, page_size)
         first = start_cursor(cursor_text(cursor), start)
         if isinstance(first, LedgerPosition):  # finished: nothing left to read
             return no_pages()
-        fetch = partial(self._fetch_page, customer_id, page_size)
-        return iter_pages(fetch, customer_id, first, self._scrub)
+        return iter_pages(partial(self._fetch_page, page_url), customer_id, first, self._scrub)
 
-    async def _fetch_page(
-        self, customer_id: CustomerId, page_size: int | None, cursor: str | None
-    ) -> CreditPage:
-        request = list_credits_request(self._base_url, customer_id, limit=page_size, cursor=cursor)
+    async def _fetch_page(self, page_url: str, cursor: str | None) -> CreditPage:
+        request = credits_page_request(page_url, cursor)
         return await self._call(request, read_credits_page, UNSET)
 
     def iter_credits(

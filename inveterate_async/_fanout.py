@@ -214,7 +214,9 @@ async def _stream(
     """Events, or ``(customer_id, credit)`` pairs: one generator, so that closing it
     (or collecting it) is one step."""
     # Each worker holds at most one page while the queue holds at most `concurrency`
-    # more: a slow consumer stops the fetching instead of buffering.
+    # more: a slow consumer stops the fetching instead of buffering. (A queue of one
+    # halves the live pages but, measured against a server with latency, leaves
+    # workers idle: about 15% more CPU per credit.)
     queue: asyncio.Queue[object] = asyncio.Queue(concurrency)
     workers.extend(
         asyncio.create_task(_work(queue, next_member, pages_of, streak)) for _ in range(concurrency)
@@ -250,6 +252,7 @@ async def _stream(
                 raise item.error
             else:
                 running -= 1
+            del item  # a page the caller is done with is freed before the next wait
     finally:
         _cancel_all(workers)
         await asyncio.gather(*workers, return_exceptions=True)
@@ -291,6 +294,7 @@ async def _read_member(
         async for page in pages_of(customer_id, start):
             await queue.put(LedgerPage(customer_id, page))
             position = page.position
+            del page  # not held while the next page is read (see credits_of)
     except (InveterateError, ValueError) as exc:
         return MemberFinished(customer_id, position, exc)
     return MemberFinished(customer_id, LedgerPosition.FINISHED)

@@ -66,6 +66,8 @@ async def iter_pages(
         page = await fetch(cursor)
         yield page
         cursor = page.next_cursor
+        # Not held while the next page is read: its credits die young (see credits_of).
+        del page
         if cursor is None:
             return
         if guard.repeated(cursor):
@@ -104,5 +106,8 @@ async def credits_of(pages: AsyncGenerator[CreditPage, None]) -> AsyncGenerator[
         async for page in pages:
             for credit in page.credits:
                 yield credit
+            # Released before the next page is read: credits the caller has let go of
+            # are freed now, not promoted by the garbage collector as survivors.
+            del page
     finally:
         await pages.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import string
 from collections.abc import Mapping
 from decimal import Decimal
 from urllib.parse import quote
@@ -135,8 +136,18 @@ def encode_customer_id(customer_id: object) -> str:
     return segment
 
 
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+# Each ASCII character as quote(..., safe="") writes it, looked up in C.
+_ASCII_ENCODED = {
+    chr(code): chr(code) if chr(code) in _UNRESERVED else f"%{code:02X}" for code in range(128)
+}.__getitem__
+
+
 def encode_query_value(value: str) -> str:
     """Percent-encode every UTF-8 byte outside RFC 3986's unreserved set."""
+    if value.isascii():
+        # Cursors are ASCII JSON: about twice as fast as quote(), same text.
+        return "".join(map(_ASCII_ENCODED, value))
     return quote(value, safe="")
 
 
@@ -176,20 +187,30 @@ def credits_path(base_url: str, customer_id: object) -> str:
     return f"{base_url}/admin/members/{encode_customer_id(customer_id)}/credits"
 
 
+def credits_page_url(base_url: str, customer_id: object, limit: int | None) -> str:
+    """The encoded URL of a member's first page of ``limit`` credits; a page loop
+    makes it once and adds each cursor with :func:`credits_page_request`."""
+    url = credits_path(base_url, customer_id)
+    if limit is not None:
+        url = f"{url}?limit={check_positive_int('limit', limit)}"
+    return url
+
+
+def credits_page_request(page_url: str, cursor: object) -> PreparedRequest:
+    """GET the page after ``cursor`` of a :func:`credits_page_url`."""
+    text = cursor_text(cursor)
+    if text is not None:
+        # The path is percent-encoded and the base URL has no query: a "?" is the limit's.
+        separator = "&" if "?" in page_url else "?"
+        page_url = f"{page_url}{separator}lastCreditEntry={encode_query_value(text)}"
+    return PreparedRequest("GET", URL(page_url, encoded=True), replayable=True)
+
+
 def list_credits_request(
     base_url: str, customer_id: object, *, limit: int | None, cursor: object
 ) -> PreparedRequest:
     """GET one page of a member's credits."""
-    url = credits_path(base_url, customer_id)
-    params = []
-    if limit is not None:
-        params.append(f"limit={check_positive_int('limit', limit)}")
-    text = cursor_text(cursor)
-    if text is not None:
-        params.append(f"lastCreditEntry={encode_query_value(text)}")
-    if params:
-        url = f"{url}?{'&'.join(params)}"
-    return PreparedRequest("GET", URL(url, encoded=True), replayable=True)
+    return credits_page_request(credits_page_url(base_url, customer_id, limit), cursor)
 
 
 def amount_json(amount: object) -> str:

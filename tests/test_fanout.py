@@ -109,20 +109,31 @@ async def test_ids_are_read_lazily_and_a_slow_consumer_pauses_fetching(
 async def test_leaving_early_cancels_in_flight_requests() -> None:
     async with Sandbox(api_key=API_KEY, latency=0.3) as sandbox:
         seed(sandbox, 1, 1)
+        # Counted as the client starts them: one started before the close may still be
+        # on its way to the server.
+        started: list[object] = []
+
+        async def on_request_start(*_: object) -> None:
+            started.append(_)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(on_request_start)
         # A pool of one: the five workers queue for it, one request in flight at a time.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
             client = InveterateClient(API_KEY, base_url=sandbox.base_url, session=session)
             ids = ["1"] + [str(n) for n in range(100, 120)]
             async with client.iter_credits_many(ids, concurrency=5) as stream:
                 async for _ in stream:
                     break
-            # Nothing more is sent once the stream is closed...
-            sent = len(sandbox.requests)
+            # Nothing more is started once the stream is closed...
+            sent = len(started)
             await wait_for(lambda: sandbox.in_flight == 0, "server done")
-            assert len(sandbox.requests) == sent < 21
+            assert len(started) == sent <= 6
             # ...and the in-flight request gave its connection back.
             await assert_no_connection_held(client)
-            assert len(sandbox.requests) == sent + 1
+            assert len(started) == sent + 1
+            assert len(sandbox.requests) <= sent + 1
 
 
 async def test_cancelling_the_consumer_cancels_the_workers() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -15,10 +16,12 @@ from typing import Any
 
 import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inveterate_async import Credit, InvalidResponseError, _converter, _json
+from inveterate_async import Credit, InvalidResponseError, InveterateClient, _converter, _json
 from inveterate_async._converter import structure_credit, structure_credits
 from inveterate_async._http import Response
 from inveterate_async._response import read_credits_page
@@ -301,3 +304,32 @@ def test_both_paths_agree_on_any_page(
     if parser == "fast":
         loads = getattr(_json, "loads_fast", _json.loads_stdlib)
     assert_same(loads(("[" + ",".join(map(_render, entries)) + "]").encode()))
+
+
+async def test_a_page_is_let_go_before_the_next_page_is_requested() -> None:
+    # Credits the caller has dropped are freed by reference counting before the next
+    # request, so a long ledger's credits die young instead of piling up for the
+    # garbage collector.
+    seen: list[weakref.ref[Credit]] = []
+    alive_at_next_request: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        last = request.query.get("lastCreditEntry")
+        if last is not None:
+            alive_at_next_request.append(sum(ref() is not None for ref in seen))
+        start = 0 if last is None else int(last)
+        cursor = "null" if start else f'"{PAGE}"'
+        entries = ",".join(entry_json(n) for n in range(start, start + PAGE))
+        body = f'{{"message":"ok","data":{{"credits":[{entries}],"lastCreditEntry":{cursor}}}}}'
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base_url = str(server.make_url("/v2.0"))
+        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
+            async for credit in client.iter_credits("1", page_size=PAGE):
+                seen.append(weakref.ref(credit))
+    assert len(seen) == 2 * PAGE
+    # Only the loop variable still holds a credit of the first page.
+    assert alive_at_next_request == [1]

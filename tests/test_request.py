@@ -2,7 +2,7 @@
 
 import json
 from decimal import Decimal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -13,6 +13,8 @@ from inveterate_async._request import (
     check_api_key,
     check_base_url,
     create_credit_request,
+    credits_page_request,
+    credits_page_url,
     cursor_text,
     encode_customer_id,
     encode_query_value,
@@ -79,6 +81,38 @@ def test_list_request_carries_limit_and_encoded_cursor() -> None:
     assert (
         request.url.raw_query_string == "limit=25&lastCreditEntry=%7B%22a%22%3A%22%2B%20%25%22%7D"
     )
+
+
+@pytest.mark.parametrize("character", [chr(code) for code in range(128)])
+def test_ascii_fast_path_writes_what_quote_writes(character: str) -> None:
+    text = f"a{character}b"
+    assert text.isascii()
+    assert encode_query_value(text) == quote(text, safe="")
+
+
+@given(st.text())
+def test_any_text_encodes_exactly_as_quote(text: str) -> None:
+    # ASCII text takes the fast path, anything else quote() itself: the same bytes.
+    assert encode_query_value(text) == quote(text, safe="")
+
+
+@pytest.mark.parametrize(
+    ("limit", "cursor", "query"),
+    [
+        (None, None, ""),
+        (25, None, "limit=25"),
+        (None, "c#1", "lastCreditEntry=c%231"),
+        (25, "c#1", "limit=25&lastCreditEntry=c%231"),
+    ],
+)
+def test_page_url_made_once_takes_each_cursor(
+    limit: int | None, cursor: str | None, query: str
+) -> None:
+    page_url = credits_page_url(BASE, "a/b", limit)
+    request = credits_page_request(page_url, cursor)
+    assert request.url.raw_path == "/v2.0/admin/members/a%2Fb/credits"
+    assert request.url.raw_query_string == query
+    assert request.url == list_credits_request(BASE, "a/b", limit=limit, cursor=cursor).url
 
 
 @pytest.mark.parametrize("limit", [0, -1, True, 2.5, "10"])
