@@ -26,7 +26,7 @@ from ._fanout import CreditStream, CustomerId, Members, OnError
 from ._http import PreparedRequest, Response
 from ._journal import Journal
 from ._models import Credit, CreditPage, CreditResult, LedgerPosition
-from ._pagination import credits_of, iter_pages, no_pages, start_cursor
+from ._pagination import PageT, credits_of, iter_pages, no_pages, start_cursor
 from ._redact import Redactor
 from ._request import (
     DEFAULT_BASE_URL,
@@ -41,7 +41,7 @@ from ._request import (
     list_credits_request,
     request_headers,
 )
-from ._response import read_credit_result, read_credits_page
+from ._response import read_credit_result, read_credits_page, read_pending_page
 from ._retry import RetryPolicy
 from ._sending import Sleep, send_with_retries
 from ._settings import (
@@ -268,18 +268,30 @@ class InveterateClient:
         :param start: or start from a saved :class:`LedgerPosition` (a page's
             ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
+        return self._pages(read_credits_page, customer_id, page_size, cursor_text(cursor), start)
+
+    def _pages(
+        self,
+        read: Callable[[Response], PageT],
+        customer_id: CustomerId,
+        page_size: int | None,
+        cursor: str | None,
+        start: LedgerPosition | None,
+    ) -> AsyncGenerator[PageT, None]:
         if page_size is not None:
             check_positive_int("page_size", page_size)
         # Encoded once per ledger; each page only adds its cursor.
         page_url = credits_page_url(self._base_url, customer_id, page_size)
-        first = start_cursor(cursor_text(cursor), start)
+        first = start_cursor(cursor, start)
         if isinstance(first, LedgerPosition):  # finished: nothing left to read
             return no_pages()
-        return iter_pages(partial(self._fetch_page, page_url), customer_id, first, self._scrub)
+        fetch = partial(self._fetch_page, read, page_url)
+        return iter_pages(fetch, customer_id, first, self._scrub)
 
-    async def _fetch_page(self, page_url: str, cursor: str | None) -> CreditPage:
-        request = credits_page_request(page_url, cursor)
-        return await self._call(request, read_credits_page, UNSET)
+    async def _fetch_page(
+        self, read: Callable[[Response], PageT], page_url: str, cursor: str | None
+    ) -> PageT:
+        return await self._call(credits_page_request(page_url, cursor), read, UNSET)
 
     def iter_credits(
         self,
@@ -345,8 +357,9 @@ class InveterateClient:
             check_positive_int("abort_after", abort_after)
         self._transport.reserve_connections(concurrency)
         return CreditStream(
-            lambda customer_id, start: self.iter_credit_pages(
-                customer_id, page_size=page_size, start=start
+            # Pages travel to the consumer checked but unbuilt (see PendingPage).
+            lambda customer_id, start: self._pages(
+                read_pending_page, customer_id, page_size, None, start
             ),
             customer_ids,
             concurrency=concurrency,

@@ -30,16 +30,23 @@ else:
 
 from ._errors import InveterateError, MemberError, StreamAbortedError
 from ._failfast import FailureStreak
-from ._models import Credit, CreditPage, LedgerPage, LedgerPosition, MemberFailure, MemberFinished
+from ._models import Credit, LedgerPage, LedgerPosition, MemberFailure, MemberFinished
+from ._response import PendingPage
 
 CustomerId = str | int
 OnError = Literal["raise", "collect"]
 MemberItem = CustomerId | tuple[CustomerId, LedgerPosition]
 Members = Iterable[MemberItem] | AsyncIterable[MemberItem] | Mapping[CustomerId, LedgerPosition]
-PageSource = Callable[[CustomerId, LedgerPosition], AsyncIterator[CreditPage]]
+PageSource = Callable[[CustomerId, LedgerPosition], AsyncIterator[PendingPage]]
 Event = LedgerPage | MemberFinished
 Member = tuple[CustomerId, LedgerPosition]
 NextMember = Callable[[], Awaitable[Member | None]]
+
+
+@attrs.frozen(slots=True)
+class _Fetched:
+    customer_id: CustomerId
+    page: PendingPage
 
 
 @attrs.frozen(slots=True)
@@ -228,12 +235,14 @@ async def _stream(
     try:
         while running:
             item = await queue.get()
-            if type(item) is LedgerPage:
+            if type(item) is _Fetched:
+                # The credits are made here, just before they are read: they die young
+                # instead of waiting in the queue as objects the garbage collector scans.
                 if as_events:
-                    yield item
+                    yield LedgerPage(item.customer_id, item.page.page())
                 else:
                     customer_id = item.customer_id
-                    for credit in item.page.credits:
+                    for credit in item.page.make_credits():
                         yield customer_id, credit
             elif type(item) is MemberFinished:
                 tally.members_done += 1
@@ -292,7 +301,7 @@ async def _read_member(
         return MemberFinished(customer_id, position)
     try:
         async for page in pages_of(customer_id, start):
-            await queue.put(LedgerPage(customer_id, page))
+            await queue.put(_Fetched(customer_id, page))
             position = page.position
             del page  # not held while the next page is read (see credits_of)
     except (InveterateError, ValueError) as exc:

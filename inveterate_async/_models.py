@@ -112,9 +112,14 @@ class CreditPage:
     @property
     def position(self) -> LedgerPosition:
         """Where the ledger stands after this page: resume from here after a crash."""
-        if self.next_cursor is None:
-            return LedgerPosition.FINISHED
-        return LedgerPosition(self.next_cursor, False)
+        return position_after(self.next_cursor)
+
+
+def position_after(next_cursor: str | None) -> LedgerPosition:
+    """The position after a page whose ``next_cursor`` is given (None: the last page)."""
+    if next_cursor is None:
+        return LedgerPosition.FINISHED
+    return LedgerPosition(next_cursor, False)
 
 
 @attrs.frozen(slots=True)

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from ._errors import InveterateError, PaginationError
 from ._models import Credit, CreditPage, LedgerPosition
 
-FetchPage = Callable[[str | None], Awaitable[CreditPage]]
+
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+PageT = TypeVar("PageT", bound=_Page)
 
 _RECENT_CURSORS = 1024
 
@@ -52,11 +59,11 @@ class CycleGuard:
 
 
 async def iter_pages(
-    fetch: FetchPage,
+    fetch: Callable[[str | None], Awaitable[PageT]],
     customer_id: str | int,
     cursor: str | None,
     scrub: Callable[[InveterateError], None],
-) -> AsyncGenerator[CreditPage, None]:
+) -> AsyncGenerator[PageT, None]:
     """Yield pages from ``cursor`` to the last; raise :class:`PaginationError` on a loop.
 
     ``scrub`` is the client's error choke point, applied to the error raised here.
@@ -94,7 +101,7 @@ def start_cursor(cursor: str | None, start: LedgerPosition | None) -> str | Ledg
     return LedgerPosition.FINISHED if start.done else start.cursor
 
 
-async def no_pages() -> AsyncGenerator[CreditPage, None]:
+async def no_pages() -> AsyncGenerator[Any, None]:
     """A finished ledger: nothing to read."""
     return
     yield

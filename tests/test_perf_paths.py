@@ -6,6 +6,7 @@ the same ``raw`` objects) or fail with the same message, on both JSON parsers.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import weakref
@@ -333,3 +334,87 @@ async def test_a_page_is_let_go_before_the_next_page_is_requested() -> None:
     assert len(seen) == 2 * PAGE
     # Only the loop variable still holds a credit of the first page.
     assert alive_at_next_request == [1]
+
+
+async def settled(served: list[str]) -> None:
+    """Let the loop run until no request has arrived for 50 turns of 5 ms (bounded)."""
+    quiet, count = 0, -1
+    for _ in range(2000):
+        quiet = quiet + 1 if len(served) == count else 0
+        if quiet == 50:
+            return
+        count = len(served)
+        await asyncio.sleep(0.005)
+    raise AssertionError("requests never stopped arriving")
+
+
+async def test_pages_waiting_for_the_fan_out_consumer_hold_no_credit_objects() -> None:
+    # The workers queue pages checked but unbuilt; the consumer makes each page's
+    # Credits just before reading them, so they die young.
+    served: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        served.append(request.match_info["id"])
+        last = request.query.get("lastCreditEntry")
+        cursor = "null" if last else '"second"'
+        entries = ",".join(entry_json(n) for n in range(PAGE))
+        body = f'{{"message":"ok","data":{{"credits":[{entries}],"lastCreditEntry":{cursor}}}}}'
+        return web.Response(body=body, content_type="application/json")
+
+    def live_credits() -> int:
+        return sum(type(thing) is Credit for thing in gc.get_objects())
+
+    app = web.Application()
+    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base_url = str(server.make_url("/v2.0"))
+        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
+            before = live_credits()
+            read = 0
+            ids = [str(n) for n in range(12)]
+            async with client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream:
+                async for _customer_id, _credit in stream:
+                    read += 1
+                    if read == 1:
+                        # Until the workers are all blocked on the full queue, each one
+                        # holding a page (and the queue a few more).
+                        await settled(served)
+                        assert len(served) >= 5
+                        assert live_credits() - before == PAGE  # the page being read only
+    assert read == 12 * 2 * PAGE
+    assert len(served) == 12 * 2
+
+
+async def test_a_bad_entry_fails_its_member_in_the_fan_out_with_the_position_before_it() -> None:
+    # Pages are checked by the worker that fetched them, before they are queued: a bad
+    # entry on a later page fails that member where it stood, and no credit of that page
+    # reaches the caller.
+    async def handle(request: web.Request) -> web.Response:
+        member = request.match_info["id"]
+        last = request.query.get("lastCreditEntry")
+        entries = [entry_json(n) for n in range(PAGE)]
+        if member == "bad" and last:
+            entries[PAGE // 2] = entry_json(7, amount='"twelve"')
+        cursor = "null" if last else '"second"'
+        credits = ",".join(entries)
+        body = f'{{"message":"ok","data":{{"credits":[{credits}],"lastCreditEntry":{cursor}}}}}'
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base_url = str(server.make_url("/v2.0"))
+        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
+            got: dict[str, int] = {}
+            stream = client.iter_credits_many(
+                ["good", "bad"], concurrency=2, page_size=PAGE, on_error="collect"
+            )
+            async with stream:
+                async for customer_id, _credit in stream:
+                    got[str(customer_id)] = got.get(str(customer_id), 0) + 1
+    assert got == {"good": 2 * PAGE, "bad": PAGE}
+    (failure,) = stream.failures
+    assert failure.customer_id == "bad"
+    assert failure.cursor == "second"
+    assert isinstance(failure.error, InvalidResponseError)
+    assert "entry 'cr_7', amount" in str(failure.error)
