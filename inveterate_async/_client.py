@@ -38,6 +38,7 @@ from ._request import (
     credits_page_request,
     credits_page_url,
     cursor_text,
+    encode_customer_id,
     list_credits_request,
     request_headers,
 )
@@ -268,21 +269,23 @@ class InveterateClient:
         :param start: or start from a saved :class:`LedgerPosition` (a page's
             ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
-        return self._pages(read_credits_page, customer_id, page_size, cursor_text(cursor), start)
+        return self._pages(read_credits_page, customer_id, page_size, cursor, start)
 
     def _pages(
         self,
         read: Callable[[Response], PageT],
         customer_id: CustomerId,
         page_size: int | None,
-        cursor: str | None,
+        cursor: object,
         start: LedgerPosition | None,
     ) -> AsyncGenerator[PageT, None]:
+        # Checked in the order of the arguments, before anything is sent.
+        encode_customer_id(customer_id)
         if page_size is not None:
             check_positive_int("page_size", page_size)
+        first = start_cursor(cursor_text(cursor), start)
         # Encoded once per ledger; each page only adds its cursor.
         page_url = credits_page_url(self._base_url, customer_id, page_size)
-        first = start_cursor(cursor, start)
         if isinstance(first, LedgerPosition):  # finished: nothing left to read
             return no_pages()
         fetch = partial(self._fetch_page, read, page_url)

@@ -261,7 +261,6 @@ async def _stream(
                 raise item.error
             else:
                 running -= 1
-            del item  # a page the caller is done with is freed before the next wait
     finally:
         _cancel_all(workers)
         await asyncio.gather(*workers, return_exceptions=True)
@@ -303,7 +302,6 @@ async def _read_member(
         async for page in pages_of(customer_id, start):
             await queue.put(_Fetched(customer_id, page))
             position = page.position
-            del page  # not held while the next page is read (see credits_of)
     except (InveterateError, ValueError) as exc:
         return MemberFinished(customer_id, position, exc)
     return MemberFinished(customer_id, LedgerPosition.FINISHED)

@@ -118,11 +118,11 @@ class PendingPage:
     collector) in the queue.
     """
 
-    make_credits: Callable[[], tuple[Credit, ...]]
+    make_credits: Callable[[], tuple[Credit, ...]] = attrs.field(repr=False)
     next_cursor: str | None
-    raw: dict[str, Any]
+    raw: dict[str, Any] = attrs.field(repr=False)
     status: int
-    headers: Headers
+    headers: Headers = attrs.field(repr=False)
 
     @property
     def position(self) -> LedgerPosition:

@@ -250,6 +250,11 @@ async def test_bad_arguments_to_iteration_fail_before_sending(
         client.iter_credits("1", cursor=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="customer_id"):
         await client.get_credits_page(True)
+    # Several bad arguments: the first in the signature's order is named.
+    with pytest.raises(ValueError, match="customer_id"):
+        client.iter_credit_pages(None, page_size=0, cursor=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="page_size"):
+        client.iter_credits("1", page_size=0, cursor=5)  # type: ignore[arg-type]
     assert sandbox.requests == []
 
 

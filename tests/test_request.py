@@ -112,7 +112,8 @@ def test_page_url_made_once_takes_each_cursor(
     request = credits_page_request(page_url, cursor)
     assert request.url.raw_path == "/v2.0/admin/members/a%2Fb/credits"
     assert request.url.raw_query_string == query
-    assert request.url == list_credits_request(BASE, "a/b", limit=limit, cursor=cursor).url
+    expected = f"{BASE}/admin/members/a%2Fb/credits" + (f"?{query}" if query else "")
+    assert str(request.url) == expected
 
 
 @pytest.mark.parametrize("limit", [0, -1, True, 2.5, "10"])
