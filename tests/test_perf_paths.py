@@ -10,7 +10,8 @@ import asyncio
 import gc
 import json
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -307,6 +308,29 @@ def test_both_paths_agree_on_any_page(
     assert_same(loads(("[" + ",".join(map(_render, entries)) + "]").encode()))
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def page_response(entries: list[str], cursor: str | None) -> web.Response:
+    """A page as the API sends it: ``entries`` as JSON text, then the next cursor."""
+    after = "null" if cursor is None else f'"{cursor}"'
+    body = (
+        f'{{"message":"ok","data":{{"credits":[{",".join(entries)}],"lastCreditEntry":{after}}}}}'
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+@asynccontextmanager
+async def client_of(handle: Handler) -> AsyncIterator[InveterateClient]:
+    """A client of a local server that answers every ledger request with ``handle``."""
+    app = web.Application()
+    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base_url = str(server.make_url("/v2.0"))
+        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
+            yield client
+
+
 async def test_a_page_is_let_go_before_the_next_page_is_requested() -> None:
     # Credits the caller has dropped are freed by reference counting before the next
     # request, so a long ledger's credits die young instead of piling up for the
@@ -319,18 +343,12 @@ async def test_a_page_is_let_go_before_the_next_page_is_requested() -> None:
         if last is not None:
             alive_at_next_request.append(sum(ref() is not None for ref in seen))
         start = 0 if last is None else int(last)
-        cursor = "null" if start else f'"{PAGE}"'
-        entries = ",".join(entry_json(n) for n in range(start, start + PAGE))
-        body = f'{{"message":"ok","data":{{"credits":[{entries}],"lastCreditEntry":{cursor}}}}}'
-        return web.Response(body=body, content_type="application/json")
+        entries = [entry_json(n) for n in range(start, start + PAGE)]
+        return page_response(entries, None if start else str(PAGE))
 
-    app = web.Application()
-    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base_url = str(server.make_url("/v2.0"))
-        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
-            async for credit in client.iter_credits("1", page_size=PAGE):
-                seen.append(weakref.ref(credit))
+    async with client_of(handle) as client:
+        async for credit in client.iter_credits("1", page_size=PAGE):
+            seen.append(weakref.ref(credit))
     assert len(seen) == 2 * PAGE
     # Only the loop variable still holds a credit of the first page.
     assert alive_at_next_request == [1]
@@ -356,31 +374,24 @@ async def test_pages_waiting_for_the_fan_out_consumer_hold_no_credit_objects() -
     async def handle(request: web.Request) -> web.Response:
         served.append(request.match_info["id"])
         last = request.query.get("lastCreditEntry")
-        cursor = "null" if last else '"second"'
-        entries = ",".join(entry_json(n) for n in range(PAGE))
-        body = f'{{"message":"ok","data":{{"credits":[{entries}],"lastCreditEntry":{cursor}}}}}'
-        return web.Response(body=body, content_type="application/json")
+        return page_response([entry_json(n) for n in range(PAGE)], None if last else "second")
 
     def live_credits() -> int:
         return sum(type(thing) is Credit for thing in gc.get_objects())
 
-    app = web.Application()
-    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base_url = str(server.make_url("/v2.0"))
-        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
-            before = live_credits()
-            read = 0
-            ids = [str(n) for n in range(12)]
-            async with client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream:
-                async for _customer_id, _credit in stream:
-                    read += 1
-                    if read == 1:
-                        # Until the workers are all blocked on the full queue, each one
-                        # holding a page (and the queue a few more).
-                        await settled(served)
-                        assert len(served) >= 5
-                        assert live_credits() - before == PAGE  # the page being read only
+    async with client_of(handle) as client:
+        before = live_credits()
+        read = 0
+        ids = [str(n) for n in range(12)]
+        async with client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream:
+            async for _customer_id, _credit in stream:
+                read += 1
+                if read == 1:
+                    # Until the workers are all blocked on the full queue, each one
+                    # holding a page (and the queue a few more).
+                    await settled(served)
+                    assert len(served) >= 5
+                    assert live_credits() - before == PAGE  # the page being read only
     assert read == 12 * 2 * PAGE
     assert len(served) == 12 * 2
 
@@ -395,23 +406,16 @@ async def test_a_bad_entry_fails_its_member_in_the_fan_out_with_the_position_bef
         entries = [entry_json(n) for n in range(PAGE)]
         if member == "bad" and last:
             entries[PAGE // 2] = entry_json(7, amount='"twelve"')
-        cursor = "null" if last else '"second"'
-        credits = ",".join(entries)
-        body = f'{{"message":"ok","data":{{"credits":[{credits}],"lastCreditEntry":{cursor}}}}}'
-        return web.Response(body=body, content_type="application/json")
+        return page_response(entries, None if last else "second")
 
-    app = web.Application()
-    app.router.add_get("/v2.0/admin/members/{id}/credits", handle)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base_url = str(server.make_url("/v2.0"))
-        async with InveterateClient("key", base_url=base_url, max_retries=0) as client:
-            got: dict[str, int] = {}
-            stream = client.iter_credits_many(
-                ["good", "bad"], concurrency=2, page_size=PAGE, on_error="collect"
-            )
-            async with stream:
-                async for customer_id, _credit in stream:
-                    got[str(customer_id)] = got.get(str(customer_id), 0) + 1
+    got: dict[str, int] = {}
+    async with client_of(handle) as client:
+        stream = client.iter_credits_many(
+            ["good", "bad"], concurrency=2, page_size=PAGE, on_error="collect"
+        )
+        async with stream:
+            async for customer_id, _credit in stream:
+                got[str(customer_id)] = got.get(str(customer_id), 0) + 1
     assert got == {"good": 2 * PAGE, "bad": PAGE}
     (failure,) = stream.failures
     assert failure.customer_id == "bad"
