@@ -7,7 +7,7 @@ import copy
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import partial
 from types import TracebackType
@@ -22,7 +22,7 @@ from ._bulk_options import BulkOptions
 from ._context import add_request_context
 from ._errors import InveterateError
 from ._failfast import DEFAULT_ABORT_AFTER
-from ._fanout import CreditStream, CustomerId, Members, OnError
+from ._fanout import CreditStream, CustomerId, HandOver, Members, OnError, PageRead
 from ._http import PreparedRequest, Response
 from ._journal import Journal
 from ._models import Credit, CreditPage, CreditResult, LedgerPosition
@@ -42,7 +42,7 @@ from ._request import (
     list_credits_request,
     request_headers,
 )
-from ._response import read_credit_result, read_credits_page, read_pending_page
+from ._response import read_credit_result, read_credits_page
 from ._retry import RetryPolicy
 from ._sending import Sleep, send_with_retries
 from ._settings import (
@@ -208,9 +208,12 @@ class InveterateClient:
         deadline: float | Unset | None,
     ) -> T:
         """Send, read, and pass any error through the one choke point."""
+        return self._read(read, request, await self._send(request, deadline))
+
+    async def _send(self, request: PreparedRequest, deadline: float | Unset | None) -> Response:
+        """Send with retries; the response's headers scrubbed, errors given their context."""
         if self._extra_headers:
             request = attrs.evolve(request, headers={**self._extra_headers, **request.headers})
-        response = None
         try:
             response = await send_with_retries(
                 self._transport,
@@ -220,9 +223,19 @@ class InveterateClient:
                 deadline=self._deadline if deadline is UNSET else check_deadline(deadline),
                 redactor=self._redactor,
             )
-            headers = self._redactor.headers(response.headers)
-            if headers is not response.headers:
-                response = attrs.evolve(response, headers=headers)
+        except InveterateError as error:
+            add_request_context(error, request, None, self._redactor)
+            raise
+        headers = self._redactor.headers(response.headers)
+        if headers is not response.headers:
+            response = attrs.evolve(response, headers=headers)
+        return response
+
+    def _read(
+        self, read: Callable[[Response], T], request: PreparedRequest, response: Response
+    ) -> T:
+        """``read(response)``, its errors given the request's context."""
+        try:
             return read(response)
         except InveterateError as error:
             add_request_context(error, request, response, self._redactor)
@@ -269,11 +282,11 @@ class InveterateClient:
         :param start: or start from a saved :class:`LedgerPosition` (a page's
             ``position``); :attr:`LedgerPosition.FINISHED` yields nothing.
         """
-        return self._pages(read_credits_page, customer_id, page_size, cursor, start)
+        return self._pages(self._fetch_page, customer_id, page_size, cursor, start)
 
     def _pages(
         self,
-        read: Callable[[Response], PageT],
+        fetch_page: Callable[[str, str | None], Awaitable[PageT]],
         customer_id: CustomerId,
         page_size: int | None,
         cursor: object,
@@ -288,13 +301,18 @@ class InveterateClient:
         page_url = credits_page_url(self._base_url, customer_id, page_size)
         if isinstance(first, LedgerPosition):  # finished: nothing left to read
             return no_pages()
-        fetch = partial(self._fetch_page, read, page_url)
-        return iter_pages(fetch, customer_id, first, self._scrub)
+        return iter_pages(partial(fetch_page, page_url), customer_id, first, self._scrub)
 
-    async def _fetch_page(
-        self, read: Callable[[Response], PageT], page_url: str, cursor: str | None
-    ) -> PageT:
-        return await self._call(credits_page_request(page_url, cursor), read, UNSET)
+    async def _fetch_page(self, page_url: str, cursor: str | None) -> CreditPage:
+        return await self._call(credits_page_request(page_url, cursor), read_credits_page, UNSET)
+
+    async def _fetch_unread_page(
+        self, hand_over: HandOver, page_url: str, cursor: str | None
+    ) -> PageRead:
+        # The fan-out's consumer reads the response, just before it delivers the credits.
+        request = credits_page_request(page_url, cursor)
+        response = await self._send(request, UNSET)
+        return await hand_over(partial(self._read, read_credits_page, request, response))
 
     def iter_credits(
         self,
@@ -327,8 +345,10 @@ class InveterateClient:
         ``customer_ids`` may be any iterable or async iterable of ids, read lazily; to
         resume, pass ``(customer_id, LedgerPosition)`` pairs or a mapping of id to
         position instead. Each member's credits arrive in ledger order (members
-        interleave). A slow consumer pauses the fetching: memory stays at about
-        ``2 * concurrency`` pages. For checkpoints, read :meth:`CreditStream.events`.
+        interleave). A page is read (parsed, checked, its credits made) just before its
+        credits reach you, and its member's next page is requested only then: a slow
+        consumer pauses the fetching, and memory stays at one unread response per
+        worker. For checkpoints, read :meth:`CreditStream.events`.
 
         ``on_error="raise"`` (default): the first member that fails raises
         :class:`MemberError` (its ``error`` is the typed cause) and the others are
@@ -360,9 +380,8 @@ class InveterateClient:
             check_positive_int("abort_after", abort_after)
         self._transport.reserve_connections(concurrency)
         return CreditStream(
-            # Pages travel to the consumer checked but unbuilt (see PendingPage).
-            lambda customer_id, start: self._pages(
-                read_pending_page, customer_id, page_size, None, start
+            lambda customer_id, start, hand_over: self._pages(
+                partial(self._fetch_unread_page, hand_over), customer_id, page_size, None, start
             ),
             customer_ids,
             concurrency=concurrency,

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -87,7 +85,6 @@ _set_reason = _slot_setters["reason"]
 _set_note = _slot_setters["note"]
 _set_id = _slot_setters["id"]
 _set_raw = _slot_setters["raw"]
-_SLOT_SETTERS = tuple(_slot_setters.values())
 
 
 def structure_credit(entry: Any, _: Any = None) -> Credit:
@@ -157,32 +154,19 @@ _credit_hook = converter.get_structure_hook(Credit)
 
 
 def structure_credits(entries: list[Any]) -> tuple[Credit, ...]:
-    """The credits of one page, all or nothing, with the values of the ``Credit`` hook."""
-    return prepare_credits(entries)()
+    """The credits of one page, all or nothing, with the values of the ``Credit`` hook.
 
-
-def prepare_credits(entries: list[Any]) -> Callable[[], tuple[Credit, ...]]:
-    """Check a page's entries now (all or nothing) and return what makes their credits.
-
-    An ordinary page of ``_BY_FIELD_FROM`` entries or more is read and checked a field
-    at a time over all its entries (each pass runs in C), and its ``Credit`` objects are
-    made only when the returned function is called: a page that waits (in the fan-out's
-    queue) holds checked values, not objects the garbage collector must scan. A smaller
-    page, or one with anything else (text amounts, epoch timestamps, a bad entry), goes
-    entry by entry through the converter's ``Credit`` hook now, which gives the same
-    values and the exact error of the first bad entry.
-
-    :raises ValueError: for the first entry the ``Credit`` hook refuses.
+    An ordinary page of ``_BY_FIELD_FROM`` entries or more is built a field at a time
+    over all its entries (each pass runs in C); a smaller page, or one with anything
+    else (text amounts, epoch timestamps, a bad entry), goes entry by entry through the
+    converter's ``Credit`` hook, which gives the same values and the exact error of the
+    first bad entry.
     """
-    columns = _page_columns(entries) if len(entries) >= _BY_FIELD_FROM else None
-    if columns is not None:
-        return partial(_credits_from_columns, columns, len(entries))
-    hook = _credit_hook
-    return partial(_made, tuple([hook(entry, Credit) for entry in entries]))
-
-
-def _made(credits: tuple[Credit, ...]) -> tuple[Credit, ...]:
-    return credits
+    credits = _page_by_field(entries) if len(entries) >= _BY_FIELD_FROM else None
+    if credits is None:
+        hook = _credit_hook
+        credits = [hook(entry, Credit) for entry in entries]
+    return tuple(credits)
 
 
 # The field passes cost a fixed ~45,000 instructions a page (CPython 3.11), which pages
@@ -204,10 +188,12 @@ _tzinfo = attrgetter("tzinfo")
 _consume = deque[object](maxlen=0).extend  # runs an iterator to its end
 
 
-def _page_columns(entries: list[Any]) -> list[list[Any]] | None:
-    """The values of every ``Credit`` field over the page, in slot order; None if any
-    value is not one the ``Credit`` hook would take as it is (or, for int money, as
-    ``Decimal(value)``)."""
+def _page_by_field(entries: list[Any]) -> list[Credit] | None:
+    """The page's credits, made a field at a time; None if any value is not one the
+    ``Credit`` hook would take as it is (or, for int money, as ``Decimal(value)``).
+
+    Every value is read and checked before any ``Credit`` is made.
+    """
     if not set(map(type, entries)) <= _DICT:
         return None
     amounts: list[Any] = list(map(_get, entries, _AMOUNT))
@@ -255,11 +241,7 @@ def _page_columns(entries: list[Any]) -> list[list[Any]] | None:
         "id": ids,
         "raw": entries,
     }
-    return [fields[name] for name in _slot_setters]  # every field of Credit (KeyError if not)
-
-
-def _credits_from_columns(columns: list[list[Any]], count: int) -> tuple[Credit, ...]:
-    credits: list[Credit] = list(map(_new_credit, repeat(Credit, count)))
-    for set_slot, values in zip(_SLOT_SETTERS, columns, strict=True):
-        _consume(map(set_slot, credits, values))
-    return tuple(credits)
+    credits: list[Credit] = list(map(_new_credit, repeat(Credit, len(entries))))
+    for name, set_slot in _slot_setters.items():  # every field of Credit (KeyError if not)
+        _consume(map(set_slot, credits, fields[name]))
+    return credits

@@ -7,14 +7,11 @@ its one choke point, :func:`~inveterate_async._context.add_request_context`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
-import attrs
-
 from . import _json
-from ._converter import prepare_credits, structure_credits
+from ._converter import structure_credits
 from ._errors import (
     STATUS_ERRORS,
     APIStatusError,
@@ -22,8 +19,8 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
-from ._http import Headers, Response
-from ._models import Credit, CreditPage, CreditResult, LedgerPosition, position_after
+from ._http import Response
+from ._models import Credit, CreditPage, CreditResult
 from ._request import cursor_text
 from ._retry import parse_retry_after
 
@@ -109,44 +106,12 @@ def _json_object(response: Response) -> dict[str, Any]:
     return body
 
 
-@attrs.frozen(slots=True)
-class PendingPage:
-    """A page read and checked whose ``Credit`` objects are not made yet.
-
-    The fan-out queues these: the objects are made by the consumer just before it
-    reads them, so they die young instead of waiting (and being scanned by the garbage
-    collector) in the queue.
-    """
-
-    make_credits: Callable[[], tuple[Credit, ...]] = attrs.field(repr=False)
-    next_cursor: str | None
-    raw: dict[str, Any] = attrs.field(repr=False)
-    status: int
-    headers: Headers = attrs.field(repr=False)
-
-    @property
-    def position(self) -> LedgerPosition:
-        """Where the ledger stands after this page."""
-        return position_after(self.next_cursor)
-
-    def page(self) -> CreditPage:
-        """The :class:`CreditPage`, its credits made now."""
-        return CreditPage(
-            self.make_credits(), self.next_cursor, self.raw, self.status, self.headers
-        )
-
-
 def read_credits_page(response: Response) -> CreditPage:
     """A :class:`CreditPage` from a GET response, or the matching typed error.
 
     Reads ``{"data": {"credits": [...], "lastCreditEntry": ...}}``; also accepts
     ``lastCreditEntry`` beside ``data``, and ``data`` as a bare list (a last page).
     """
-    return read_pending_page(response).page()
-
-
-def read_pending_page(response: Response) -> PendingPage:
-    """As :func:`read_credits_page`, every check done, the ``Credit`` objects made later."""
     if not 200 <= response.status < 300:
         raise status_error(response)
     body = _json_object(response)
@@ -164,11 +129,11 @@ def read_pending_page(response: Response) -> PendingPage:
     if not isinstance(entries, list):
         raise InvalidResponseError("response data has no credits list")
     try:
-        make_credits = prepare_credits(entries)
+        credits = structure_credits(entries)
         next_cursor = cursor_text(cursor)
     except ValueError as exc:
         raise InvalidResponseError(f"unexpected credit data: {exc}") from None
-    return PendingPage(make_credits, next_cursor, body, response.status, response.headers)
+    return CreditPage(credits, next_cursor, body, response.status, response.headers)
 
 
 def read_credit_result(response: Response) -> CreditResult:

@@ -366,9 +366,9 @@ async def settled(served: list[str]) -> None:
     raise AssertionError("requests never stopped arriving")
 
 
-async def test_pages_waiting_for_the_fan_out_consumer_hold_no_credit_objects() -> None:
-    # The workers queue pages checked but unbuilt; the consumer makes each page's
-    # Credits just before reading them, so they die young.
+async def test_the_fan_out_reads_a_page_only_when_it_delivers_it() -> None:
+    # Workers hand responses over unread and wait; the consumer parses and builds a
+    # page just before delivering it, then lets that page's worker ask for the next.
     served: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -384,22 +384,26 @@ async def test_pages_waiting_for_the_fan_out_consumer_hold_no_credit_objects() -
         read = 0
         ids = [str(n) for n in range(12)]
         async with client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream:
-            async for _customer_id, _credit in stream:
+            async for customer_id, _credit in stream:
                 read += 1
                 if read == 1:
-                    # Until the workers are all blocked on the full queue, each one
-                    # holding a page (and the queue a few more).
+                    # The worker of the page being delivered fetches that member's
+                    # second page; the three others wait with a first page unread.
+                    for _ in range(2000):
+                        if len(served) == 5:
+                            break
+                        await asyncio.sleep(0.005)
                     await settled(served)
-                    assert len(served) >= 5
-                    assert live_credits() - before == PAGE  # the page being read only
+                    assert sorted(served) == sorted([*ids[:4], str(customer_id)])
+                    assert live_credits() - before == PAGE  # the page being delivered
     assert read == 12 * 2 * PAGE
     assert len(served) == 12 * 2
 
 
 async def test_a_bad_entry_fails_its_member_in_the_fan_out_with_the_position_before_it() -> None:
-    # Pages are checked by the worker that fetched them, before they are queued: a bad
-    # entry on a later page fails that member where it stood, and no credit of that page
-    # reaches the caller.
+    # A page is read whole before any of its credits is delivered: a bad entry on a
+    # later page fails that member where it stood, and no credit of that page reaches
+    # the caller.
     async def handle(request: web.Request) -> web.Response:
         member = request.match_info["id"]
         last = request.query.get("lastCreditEntry")
