@@ -345,10 +345,12 @@ class InveterateClient:
         ``customer_ids`` may be any iterable or async iterable of ids, read lazily; to
         resume, pass ``(customer_id, LedgerPosition)`` pairs or a mapping of id to
         position instead. Each member's credits arrive in ledger order (members
-        interleave). A page is read (parsed, checked, its credits made) just before its
-        credits reach you, and its member's next page is requested only then: a slow
-        consumer pauses the fetching, and memory stays at one unread response per
-        worker. For checkpoints, read :meth:`CreditStream.events`.
+        interleave). A member's next page is requested once you have taken its current
+        one, so a slow consumer pauses the fetching and each worker holds at most one
+        page. Pages that arrive while your loop waits for more are read (parsed,
+        checked, credits made) just before their credits reach you; pages that arrive
+        while your loop awaits something else are read at once by their worker. For
+        checkpoints, read :meth:`CreditStream.events`.
 
         ``on_error="raise"`` (default): the first member that fails raises
         :class:`MemberError` (its ``error`` is the typed cause) and the others are

@@ -1,11 +1,13 @@
 """Reading many members' ledgers at once: bounded concurrency, backpressure, checkpoints.
 
-Workers take members from a shared source, fetch their pages and hand each response
-over unread; the consumer reads it (parse, checks, ``Credit`` objects) just before it
-delivers the credits, as ``(customer_id, credit)`` pairs or page-level events, and
-hands the page's cursor back to its worker, which only then asks for the next page.
-A page is thus made and consumed while it is fresh in the CPU's caches, as in a
-per-member loop, and each worker holds at most one unread response.
+Workers take members from a shared source and fetch their pages. A response that
+arrives while the consumer waits for work is handed over unread: the consumer reads it
+(parse, checks, ``Credit`` objects) just before it delivers the credits, so the page
+is made and used while fresh in the CPU's caches, as in a per-member loop. One that
+arrives while the consumer is busy awaiting in the caller's loop is read by its
+worker at once, on CPU that would otherwise idle. Either way the consumer hands the
+page's cursor back when it takes the page, and only then does the worker ask for the
+next one: each worker holds at most one response or page.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 
@@ -136,6 +139,13 @@ class _Tally:
     members_done: int = 0
 
 
+@attrs.define
+class _Consumer:
+    """Whether the consumer is waiting for work (rather than busy in the caller's loop)."""
+
+    waiting: bool = False
+
+
 class CreditStream:
     """Many members' ledgers, read ``concurrency`` at a time.
 
@@ -244,12 +254,14 @@ async def _stream(
 ) -> AsyncGenerator[Any, None]:
     """Events, or ``(customer_id, credit)`` pairs: one generator, so that closing it
     (or collecting it) is one step."""
-    # A worker waits for its page to be read before it asks for the next one, so the
-    # queue holds at most one unread response per worker (and its members' ends): a
-    # slow consumer stops the fetching instead of buffering.
+    # A worker waits for the consumer to take its page before it asks for the next one,
+    # so the queue holds at most one page per worker (and its members' ends): a slow
+    # consumer stops the fetching instead of buffering.
     queue: asyncio.Queue[object] = asyncio.Queue(concurrency)
+    consumer = _Consumer()
     workers.extend(
-        asyncio.create_task(_work(queue, next_member, pages_of, streak)) for _ in range(concurrency)
+        asyncio.create_task(_work(queue, consumer, next_member, pages_of, streak))
+        for _ in range(concurrency)
     )
     for worker in workers:
         _RUNNING.add(worker)
@@ -257,7 +269,9 @@ async def _stream(
     running = len(workers)
     try:
         while running:
+            consumer.waiting = True
             item = await queue.get()
+            consumer.waiting = False
             if type(item) is _Unread:
                 try:
                     page = item.read()
@@ -296,13 +310,14 @@ async def _stream(
 
 async def _work(
     queue: asyncio.Queue[object],
+    consumer: _Consumer,
     next_member: NextMember,
     pages_of: PageSource,
     streak: FailureStreak,
 ) -> None:
     try:
         while not streak.tripped and (member := await next_member()) is not None:
-            finished = await _read_member(*member, queue, pages_of)
+            finished = await _read_member(*member, queue, consumer, pages_of)
             # Counted here, before this worker takes another member: once the streak
             # trips, no worker starts a member that is bound to fail.
             cause = streak.record(finished.error)
@@ -321,6 +336,7 @@ async def _read_member(
     customer_id: CustomerId,
     start: LedgerPosition,
     queue: asyncio.Queue[object],
+    consumer: _Consumer,
     pages_of: PageSource,
 ) -> MemberFinished:
     position = start
@@ -329,6 +345,10 @@ async def _read_member(
     new_future = asyncio.get_running_loop().create_future
 
     async def hand_over(read: Callable[[], CreditPage]) -> PageRead:
+        if not consumer.waiting:
+            # The consumer is awaiting in the caller's loop: read the page now (a bad
+            # one fails the member here) instead of adding its reading to the caller's time.
+            read = partial(_as_read, read())
         # The outcome is a value, not a future's exception: a worker cancelled before it
         # looks leaves no "exception was never retrieved" behind.
         outcome: asyncio.Future[PageRead | Exception] = new_future()
@@ -344,3 +364,7 @@ async def _read_member(
     except (InveterateError, ValueError) as exc:
         return MemberFinished(customer_id, position, exc)
     return MemberFinished(customer_id, LedgerPosition.FINISHED)
+
+
+def _as_read(page: CreditPage) -> CreditPage:
+    return page

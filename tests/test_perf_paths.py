@@ -23,7 +23,15 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inveterate_async import Credit, InvalidResponseError, InveterateClient, _converter, _json
+from inveterate_async import (
+    Credit,
+    CreditPage,
+    InvalidResponseError,
+    InveterateClient,
+    _client,
+    _converter,
+    _json,
+)
 from inveterate_async._converter import structure_credit, structure_credits
 from inveterate_async._http import Response
 from inveterate_async._response import read_credits_page
@@ -366,9 +374,9 @@ async def settled(served: list[str]) -> None:
     raise AssertionError("requests never stopped arriving")
 
 
-async def test_the_fan_out_reads_a_page_only_when_it_delivers_it() -> None:
-    # Workers hand responses over unread and wait; the consumer parses and builds a
-    # page just before delivering it, then lets that page's worker ask for the next.
+async def test_a_worker_asks_for_the_next_page_only_once_its_page_is_taken() -> None:
+    # Each worker holds one page until the consumer takes it: a consumer that stops
+    # pulling stops the fetching.
     served: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -376,28 +384,100 @@ async def test_the_fan_out_reads_a_page_only_when_it_delivers_it() -> None:
         last = request.query.get("lastCreditEntry")
         return page_response([entry_json(n) for n in range(PAGE)], None if last else "second")
 
-    def live_credits() -> int:
-        return sum(type(thing) is Credit for thing in gc.get_objects())
-
-    async with client_of(handle) as client:
-        before = live_credits()
-        read = 0
-        ids = [str(n) for n in range(12)]
-        async with client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream:
-            async for customer_id, _credit in stream:
-                read += 1
-                if read == 1:
-                    # The worker of the page being delivered fetches that member's
-                    # second page; the three others wait with a first page unread.
-                    for _ in range(2000):
-                        if len(served) == 5:
-                            break
-                        await asyncio.sleep(0.005)
-                    await settled(served)
-                    assert sorted(served) == sorted([*ids[:4], str(customer_id)])
-                    assert live_credits() - before == PAGE  # the page being delivered
+    read = 0
+    ids = [str(n) for n in range(12)]
+    async with (
+        client_of(handle) as client,
+        client.iter_credits_many(ids, concurrency=4, page_size=PAGE) as stream,
+    ):
+        async for customer_id, _credit in stream:
+            read += 1
+            if read == 1:
+                # The worker of the page being delivered fetches that member's second
+                # page; the three others wait with their first page.
+                for _ in range(2000):
+                    if len(served) == 5:
+                        break
+                    await asyncio.sleep(0.005)
+                await settled(served)
+                assert sorted(served) == sorted([*ids[:4], str(customer_id)])
     assert read == 12 * 2 * PAGE
     assert len(served) == 12 * 2
+
+
+@asynccontextmanager
+async def readers_of(
+    monkeypatch: pytest.MonkeyPatch, handle: Handler
+) -> AsyncIterator[tuple[InveterateClient, dict[str, asyncio.Task[Any] | None]]]:
+    """A client of ``handle``'s server, and which task read each page (by its X-Page)."""
+    readers: dict[str, asyncio.Task[Any] | None] = {}
+
+    def recording(response: Response) -> CreditPage:
+        readers[response.headers["X-Page"]] = asyncio.current_task()
+        return read_credits_page(response)
+
+    monkeypatch.setattr(_client, "read_credits_page", recording)
+    async with client_of(handle) as client:
+        yield client, readers
+
+
+def labelled_page(request: web.Request) -> web.Response:
+    """Two pages per member, each labelled ``<member>/<page>`` in an X-Page header."""
+    member, last = request.match_info["id"], request.query.get("lastCreditEntry")
+    response = page_response([entry_json(n) for n in range(PAGE)], None if last else "second")
+    response.headers["X-Page"] = f"{member}/{2 if last else 1}"
+    return response
+
+
+async def test_a_consumer_that_never_awaits_reads_every_page_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Workers only run while the consumer waits for work, so every response is handed
+    # over unread and made into credits just before they are delivered.
+    async def handle(request: web.Request) -> web.Response:
+        return labelled_page(request)
+
+    ids = [str(n) for n in range(12)]
+    async with readers_of(monkeypatch, handle) as (client, readers):
+        delivered = [
+            cid async for cid, _ in client.iter_credits_many(ids, concurrency=4, page_size=PAGE)
+        ]
+    assert len(delivered) == 12 * 2 * PAGE
+    assert sorted(readers) == sorted(f"{n}/{page}" for n in ids for page in (1, 2))
+    assert set(readers.values()) == {asyncio.current_task()}
+
+
+async def test_pages_arriving_while_the_consumer_awaits_are_read_by_their_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # While the caller's loop awaits (a database write, say), a page that arrives is
+    # read by its worker at once instead of adding its reading to the caller's time.
+    release_b = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.match_info["id"] == "b":
+            await release_b.wait()
+        return labelled_page(request)
+
+    got: dict[str, int] = {}
+    async with readers_of(monkeypatch, handle) as (client, readers):
+        consumer = asyncio.current_task()
+        stream = client.iter_credits_many(["a", "b"], concurrency=2, page_size=PAGE)
+        async with stream:
+            async for customer_id, _credit in stream:
+                got[str(customer_id)] = got.get(str(customer_id), 0) + 1
+                if not release_b.is_set():
+                    assert list(readers) == ["a/1"]
+                    release_b.set()
+                    for _ in range(2000):  # busy in "our" await until both have arrived
+                        if len(readers) == 3:
+                            break
+                        await asyncio.sleep(0.005)
+    assert got == {"a": 2 * PAGE, "b": 2 * PAGE}
+    assert readers["a/1"] is consumer
+    assert readers["a/2"] is not consumer
+    assert readers["b/1"] is not consumer
+    assert len(readers) == 4
 
 
 async def test_a_bad_entry_fails_its_member_in_the_fan_out_with_the_position_before_it() -> None:
