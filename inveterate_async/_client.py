@@ -309,7 +309,8 @@ class InveterateClient:
     async def _fetch_unread_page(
         self, hand_over: HandOver, page_url: str, cursor: str | None
     ) -> PageRead:
-        # The fan-out's consumer reads the response, just before it delivers the credits.
+        # Read by the fan-out's consumer just before it delivers the credits, or by the
+        # worker at once if the consumer is busy in the caller's loop (see _fanout).
         request = credits_page_request(page_url, cursor)
         response = await self._send(request, UNSET)
         return await hand_over(partial(self._read, read_credits_page, request, response))

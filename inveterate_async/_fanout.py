@@ -55,14 +55,14 @@ Members = Iterable[MemberItem] | AsyncIterable[MemberItem] | Mapping[CustomerId,
 
 @attrs.frozen(slots=True)
 class PageRead:
-    """What a worker learns of its page once the consumer has read it."""
+    """What a worker learns of its page once the consumer has taken it."""
 
     next_cursor: str | None
 
 
 HandOver = Callable[[Callable[[], CreditPage]], Awaitable[PageRead]]
 """How a worker hands a response over: it passes the function that reads it and gets
-the page's cursor back (or the read's error raised) once the consumer has read it."""
+the page's cursor back (or the read's error raised) once the consumer has taken it."""
 PageSource = Callable[[CustomerId, LedgerPosition, HandOver], AsyncIterator[PageRead]]
 Event = LedgerPage | MemberFinished
 Member = tuple[CustomerId, LedgerPosition]
@@ -70,7 +70,7 @@ NextMember = Callable[[], Awaitable[Member | None]]
 
 
 @attrs.frozen(slots=True)
-class _Unread:
+class _HandedOver:
     customer_id: CustomerId
     read: Callable[[], CreditPage]
     outcome: asyncio.Future[PageRead | Exception]
@@ -272,7 +272,7 @@ async def _stream(
             consumer.waiting = True
             item = await queue.get()
             consumer.waiting = False
-            if type(item) is _Unread:
+            if type(item) is _HandedOver:
                 try:
                     page = item.read()
                 except Exception as exc:
@@ -352,7 +352,7 @@ async def _read_member(
         # The outcome is a value, not a future's exception: a worker cancelled before it
         # looks leaves no "exception was never retrieved" behind.
         outcome: asyncio.Future[PageRead | Exception] = new_future()
-        await queue.put(_Unread(customer_id, read, outcome))
+        await queue.put(_HandedOver(customer_id, read, outcome))
         page_or_error = await outcome
         if isinstance(page_or_error, Exception):
             raise page_or_error
