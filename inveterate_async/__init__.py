@@ -5,12 +5,13 @@ async with InveterateClient() as client:          # key from INVETERATE_API_KEY
         print(credit.created_at, credit.amount)
 """
 
-from ._adjustments import (
+from ._bulk import (
     AdjustmentReport,
     AdjustmentRow,
     AdjustmentState,
     CandidateEntry,
     CreditAdjustment,
+    Journal,
 )
 from ._client import InveterateClient
 from ._errors import (
@@ -24,6 +25,7 @@ from ._errors import (
     JournalConflictError,
     JournalError,
     JournalLockedError,
+    JournalWriteError,
     MemberError,
     NotFoundError,
     PaginationError,
@@ -33,7 +35,6 @@ from ._errors import (
     StreamAbortedError,
 )
 from ._fanout import CreditStream
-from ._journal import Journal
 from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     Credit,
@@ -70,6 +71,7 @@ __all__ = [
     "JournalConflictError",
     "JournalError",
     "JournalLockedError",
+    "JournalWriteError",
     "LedgerPage",
     "LedgerPosition",
     "MemberError",

@@ -369,6 +369,14 @@ class JournalLockedError(JournalError):
         self.holder = holder
 
 
+class JournalWriteError(JournalError):
+    """Writing the journal failed (a full disk, an I/O error) after POSTs went out.
+
+    Rows being sent may have been applied; the journal holds them as unknown. Fix the
+    cause the message names and run again: they are looked up in the ledger first.
+    """
+
+
 class JournalConflictError(JournalError):
     """Some refs are already in the journal with different content; nothing was sent.
 

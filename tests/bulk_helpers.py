@@ -1,22 +1,27 @@
-"""Shared by the bulk-adjustment tests: a deterministic world, and counting the ledger."""
+"""Shared by the bulk-adjustment tests: a deterministic world, counting the ledger and the
+requests, and reading journal files the way any SQLite tool would."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
 
-from inveterate_async import CreditAdjustment, InveterateClient
-from inveterate_async.testing import ManualClock, Sandbox
+from inveterate_async import AdjustmentReport, CreditAdjustment, InveterateClient
+from inveterate_async.testing import ManualClock, RecordedRequest, Sandbox
 
 from .conftest import API_KEY
 
-TAG = re.compile(r"\[ref:(?P<ref>[^\]]+)\]$")
+# The documented tag: "{note} [ref:{ref}]" (or "[ref:{ref}]"); a ref has no '[', ']' or
+# whitespace. Written out here rather than imported, so that the tests check the library.
+TAG = re.compile(r"(?:^| )\[ref:(?P<ref>[^\[\]\s]+)\]\Z")
 
 
 @attrs.frozen
@@ -97,3 +102,108 @@ def body_of(adjustment: CreditAdjustment, *, tagged: bool) -> Mapping[str, Any]:
     if adjustment.force is not None:
         body["force"] = adjustment.force
     return body
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def posts(sandbox: Sandbox) -> list[RecordedRequest]:
+    """The writes the sandbox received, in arrival order."""
+    return [r for r in sandbox.requests if r.method == "POST"]
+
+
+def key_checks(sandbox: Sandbox) -> list[RecordedRequest]:
+    """The one-entry reads (``limit=1``): the key check before the first write."""
+    return [r for r in sandbox.requests if r.method == "GET" and r.query.get("limit") == ["1"]]
+
+
+def ledger_reads(sandbox: Sandbox, member: str | None = None) -> list[RecordedRequest]:
+    """The whole-ledger reads (pages without ``limit=1``), of one member or all."""
+    return [
+        r
+        for r in sandbox.requests
+        if r.method == "GET"
+        and r.query.get("limit") != ["1"]
+        and (member is None or r.customer_id == member)
+    ]
+
+
+def reads_after_first_post(sandbox: Sandbox) -> int:
+    """How many whole-ledger reads arrived after the first write."""
+    requests = sandbox.requests
+    first = next(i for i, r in enumerate(requests) if r.method == "POST")
+    return sum(r.method == "GET" for r in requests[first + 1 :])
+
+
+def nonzero(report: AdjustmentReport) -> dict[str, int]:
+    """A report's counts, without the states no row is in."""
+    return {state.value: n for state, n in report.counts.items() if n}
+
+
+# --- journal files -------------------------------------------------------------------------
+
+
+def journal_states(path: Path) -> dict[str, str]:
+    """``ref -> state`` as stored in a journal file, in journal order."""
+    connection = sqlite3.connect(path)
+    try:
+        return dict(connection.execute("SELECT ref, state FROM adjustments ORDER BY position"))
+    finally:
+        connection.close()
+
+
+def bump_holder_run(path: Path) -> None:
+    """What another writer opening the journal does: take the next run number."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("UPDATE holder SET run = run + 1")
+    finally:
+        connection.close()
+
+
+# The schema of journal version 1 (inveterate-async before the _bulk package), as such a
+# file holds it: no run columns, no holder table, a lock file beside it.
+V1_SCHEMA = """
+CREATE TABLE adjustments (
+    position      INTEGER PRIMARY KEY,
+    ref           TEXT NOT NULL UNIQUE,
+    customer_id   TEXT NOT NULL,
+    amount        TEXT NOT NULL,
+    note          TEXT,
+    force         INTEGER,
+    state         TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    resends       INTEGER NOT NULL DEFAULT 0,
+    sent_note     TEXT,
+    first_sent_at TEXT,
+    last_sent_at  TEXT,
+    entry_id      TEXT,
+    error         TEXT,
+    candidates    TEXT,
+    added_at      TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (customer_id, entry_id)
+);
+CREATE INDEX adjustments_by_member ON adjustments (customer_id);
+PRAGMA application_id = 1230391857;
+PRAGMA user_version = 1;
+"""
+
+
+def make_v1_journal(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A version-1 journal file with these rows (columns of ``adjustments``; ``ref``,
+    ``customer_id``, ``amount`` and ``state`` at least), as the previous version left it."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(V1_SCHEMA)
+        stamp = "2026-11-02T10:00:00+00:00"
+        for row in rows:
+            values = {"added_at": stamp, "updated_at": stamp, **row}
+            columns = ", ".join(values)
+            marks = ", ".join("?" * len(values))
+            connection.execute(
+                f"INSERT INTO adjustments ({columns}) VALUES ({marks})", tuple(values.values())
+            )
+    finally:
+        connection.close()

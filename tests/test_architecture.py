@@ -140,6 +140,19 @@ def violations(
     ]
 
 
+def imports_above_the_bulk_layer(imp: Import) -> bool:
+    """The bulk layer talks to the API through its own protocol: never the client facade,
+    the HTTP library, or the layers above it."""
+    above = ("_client", "cli", "cluster", "_fanout", "_transport")
+    return within(imp.target, "aiohttp") or any(
+        within(imp.target, f"{PACKAGE}.{name}") for name in above
+    )
+
+
+def is_in_bulk(name: str) -> bool:
+    return within(name, f"{PACKAGE}._bulk")
+
+
 def is_protocol_module(name: str) -> bool:
     return name in {f"{PACKAGE}.{short}" for short in PROTOCOL_MODULES}
 
@@ -206,7 +219,34 @@ def test_the_sandbox_imports_nothing_from_the_client(package: dict[str, list[Imp
     )
 
 
+def test_the_bulk_layer_does_not_import_the_client(package: dict[str, list[Import]]) -> None:
+    assert f"{PACKAGE}._bulk.run" in package
+    found = violations(package, is_in_bulk, imports_above_the_bulk_layer)
+    assert not found, _failure(
+        "inveterate_async/_bulk/ uses the API through _bulk.api.CreditsAPI only", found
+    )
+
+
 # --- the checker catches what it should (so the tests above can fail) -------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from .._client import InveterateClient",
+        "def f():\n    from inveterate_async._client import InveterateClient",
+        "import aiohttp",
+        "from ..cli import main",
+    ],
+)
+def test_checker_reports_the_bulk_layer_importing_the_client(source: str) -> None:
+    found = check(source, f"{PACKAGE}._bulk.run", is_in_bulk, imports_above_the_bulk_layer)
+    assert len(found) == 1
+
+
+def test_checker_lets_the_bulk_layer_import_the_layers_below() -> None:
+    source = "from .._errors import JournalError\nfrom .journal import Journal\nimport sqlite3"
+    assert check(source, f"{PACKAGE}._bulk.run", is_in_bulk, imports_above_the_bulk_layer) == []
 
 
 def check(

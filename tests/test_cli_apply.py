@@ -16,7 +16,7 @@ import pytest
 
 from inveterate_async import InveterateClient
 from inveterate_async.cli import _apply
-from inveterate_async.cli._batchfile import BatchFileError, read_batch
+from inveterate_async.cli._batchfile import BatchFile, BatchFileError
 
 from .cli_support import API_KEY, ThreadedSandbox, api, invoke
 
@@ -58,6 +58,11 @@ def problems(path: str) -> list[str]:
 
 
 # --- batch files --------------------------------------------------------------------------
+
+
+def read_batch(path: str | Path) -> list[CreditAdjustment]:
+    """Every adjustment of a batch file, read as ``credits apply`` reads it."""
+    return list(BatchFile(str(path)))
 
 
 def test_csv_rows_become_exact_adjustments(tmp_path: Path) -> None:
@@ -117,7 +122,7 @@ def test_amounts_must_be_plain_decimals(tmp_path: Path, amount: str, reason: str
 def test_every_bad_line_is_listed_with_its_number(tmp_path: Path) -> None:
     text = HEADER + (
         "g:1,42,5.00,,\n"
-        "g:1,43,5.00,,\n"  # a ref twice
+        "g:2,43,5.00,,\n"
         ",42,1.00,,\n"
         "g:3,,1.00,,\n"
         "g:4, 42,1.00,,\n"
@@ -127,7 +132,6 @@ def test_every_bad_line_is_listed_with_its_number(tmp_path: Path) -> None:
         "g:8,42,2,,\n"
     )
     assert problems(write(tmp_path, "b.csv", text)) == [
-        "line 3: ref 'g:1' is already on line 2",
         "line 4: ref is missing",
         "line 5: member_id is missing",
         "line 6: member_id has spaces around it: ' 42'",
@@ -204,10 +208,8 @@ def ledger_amounts(server: ThreadedSandbox, *members: str) -> list[Decimal]:
 
 
 def test_apply_sends_each_row_and_prints_a_summary(server: ThreadedSandbox, tmp_path: Path) -> None:
-    result = apply(server, tmp_path, "--yes", "--tag-notes")
+    result = apply(server, tmp_path, "--yes")
     assert result.exit_code == 0, result.stderr
-    assert "batch.csv: 2 adjustments for 2 members, net +2.50" in result.stderr
-    assert "to send: 2 adjustments, net +2.50 (added 5.00, removed 2.50)" in result.stderr
     assert [line.split() for line in result.stdout.splitlines()] == [
         ["state", "rows", "amount"],
         ["applied", "2", "2.50"],
@@ -218,8 +220,20 @@ def test_apply_sends_each_row_and_prints_a_summary(server: ThreadedSandbox, tmp_
     assert notes == ["Gold [ref:g:1]", "[ref:g:2]"]
     again = apply(server, tmp_path, "--yes")
     assert again.exit_code == 0
-    assert "journal: 2 applied and 0 rejected (skipped)" in again.stderr
+    assert again.stdout == result.stdout
     assert len(server.requests("POST")) == 2
+
+
+def test_a_ref_given_twice_is_a_usage_error_and_sends_nothing(
+    server: ThreadedSandbox, tmp_path: Path
+) -> None:
+    text = HEADER + "g:1,1,5.00,,\ng:2,2,1.00,,\ng:1,3,5.00,,\n"
+    result = apply(server, tmp_path, "--yes", text=text)
+    assert result.exit_code == 2
+    assert "ref 'g:1' is given twice" in result.stderr
+    assert server.requests("POST") == []
+    shown = invoke(["credits", "journal", str(tmp_path / "j.sqlite")])
+    assert "total" in shown.stdout and " 0 " in shown.stdout
 
 
 def test_apply_asks_first_and_refuses_without_a_terminal(
@@ -316,7 +330,9 @@ def test_needs_review_lists_the_candidates(server: ThreadedSandbox, tmp_path: Pa
     look_alike = {"amount": "5.00", "note": "Gold", "createdAt": now}
     server.call(server.sandbox.add_credits, "1", [look_alike])
     server.call(server.sandbox.fail_next, 500, method="POST", customer_id="1", apply=True)
-    result = apply(server, tmp_path, "--yes", "--settle", "0", "--resend-unconfirmed")
+    result = apply(
+        server, tmp_path, "--yes", "--no-tag-notes", "--settle", "0", "--resend-unconfirmed"
+    )
     assert result.exit_code == 3
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("g:1")]
     assert line.split()[:4] == ["g:1", "1", "5.00", "needs_review"]
@@ -351,8 +367,9 @@ def test_rows_never_sent_and_rows_dropped_from_the_file_are_shown(
     journal = str(tmp_path / "j.sqlite")
     wrong = ["--api-key", "wrong", "--base-url", server.base_url, "--max-retries", "0"]
     failed = invoke([*wrong, "credits", "apply", batch, "--journal", journal, "--yes"])
-    assert failed.exit_code == 1
+    assert failed.exit_code == 4  # the key was refused: rows left pending
     assert "BadRequestError: HTTP 400" in failed.stderr
+    assert "the API refused the key, so the run stopped" in failed.stderr
     shown = invoke(["credits", "journal", journal])
     assert shown.exit_code == 1
     assert [line.split()[3:] for line in shown.stdout.splitlines() if line.startswith("g:")] == [
@@ -360,7 +377,10 @@ def test_rows_never_sent_and_rows_dropped_from_the_file_are_shown(
         ["pending", "not", "sent"],
     ]
     smaller = apply(server, tmp_path, "--dry-run", text=HEADER + "g:1,1,5.00,,\n")
-    assert "journal: 1 row not applied that this file no longer has" in smaller.stderr
+    assert "to send: 1 adjustment, net +5.00" in smaller.stderr
+    right = apply(server, tmp_path, "--yes", text=HEADER + "g:1,1,5.00,,\ng:2,2,1.00,,\n")
+    assert right.exit_code == 0  # the right key finishes the batch
+    assert len(server.requests("POST")) == 2
 
 
 def test_journal_command_cuts_long_lists(tmp_path: Path, server: ThreadedSandbox) -> None:
@@ -368,7 +388,8 @@ def test_journal_command_cuts_long_lists(tmp_path: Path, server: ThreadedSandbox
     server.call(server.sandbox.fail_next, 400, method="POST", times=5)
     apply(server, tmp_path, "--yes", text=HEADER + rows)
     shown = invoke(["credits", "journal", str(tmp_path / "j.sqlite"), "--limit", "2"])
-    assert "... and 3 more (inveterate credits journal FILE --limit 0)" in shown.stdout
+    text = " ".join(shown.stdout.split())
+    assert f"... and 3 more (inveterate credits journal {tmp_path / 'j.sqlite'} --limit 0)" in text
     assert states(tmp_path / "j.sqlite") == {f"g:{n}": "rejected" for n in range(5)}
 
 

@@ -1,21 +1,27 @@
 """Reconciliation, the pure matching of sent rows to ledger entries: examples and properties.
 
-The properties draw random ledgers of one member full of look-alikes (same amount and note)
-and check that a row is never marked applied on an entry that is not its own.
+Untagged rows are matched by what their entries hold (``_bulk.lookalike``), tagged rows by
+the tag in the note (``_bulk.tags`` and ``_bulk.ledger``). The properties draw random
+ledgers of one member full of look-alikes (same amount and note) and check that a row is
+never marked applied on an entry that is not its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inveterate_async import Credit
-from inveterate_async._reconcile import (
+from inveterate_async import AdjustmentRow, AdjustmentState, Credit, CreditAdjustment
+from inveterate_async._bulk.ledger import Ledger, contradiction, find, read_ledger
+from inveterate_async._bulk.lookalike import (
     Entry,
     Finding,
     Sent,
@@ -25,6 +31,7 @@ from inveterate_async._reconcile import (
     entry_of,
     reconcile,
 )
+from inveterate_async._bulk.tags import ref_of, ref_problem, tagged_note
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
 SKEW = timedelta(seconds=60)
@@ -56,10 +63,15 @@ def entry(
     return Entry(key, Decimal(amount), note, None if created is None else at(created))
 
 
+def settled_at(now: datetime) -> Callable[[Sent], bool]:
+    """A row's window is over ``SETTLE`` after its last send (as a run decides it)."""
+    return lambda row: now >= row.last_sent_at + SETTLE
+
+
 def decide(
     rows: list[Sent], entries: list[Entry], claimed: frozenset[str] = frozenset(), now: float = 1
 ) -> dict[str, Finding]:
-    findings = reconcile(rows, entries, claimed, now=at(now), settle=SETTLE, skew=SKEW)
+    findings = reconcile(rows, entries, claimed, settled=settled_at(at(now)), skew=SKEW)
     return {finding.ref: finding for finding in findings}
 
 
@@ -78,10 +90,23 @@ def test_no_match_waits_until_the_settle_window_is_over() -> None:
     assert decide(rows, [], now=300)["a"].verdict is Verdict.UNCONFIRMED
 
 
-def test_the_window_counts_from_the_last_send_of_the_group() -> None:
+def test_a_group_waits_until_every_rows_window_is_over() -> None:
     rows = [sent("a", first=0, last=500), sent("b", first=10)]
     assert decide(rows, [], now=700)["b"].verdict is Verdict.WAIT
     assert decide(rows, [], now=800)["b"].verdict is Verdict.UNCONFIRMED
+
+
+def test_whether_a_window_is_over_is_the_callers_to_say() -> None:
+    asked: list[str] = []
+
+    def settled(row: Sent) -> bool:
+        asked.append(row.ref)
+        return row.ref != "open"
+
+    rows = [sent("a"), sent("open", standing=Standing.CONFIRMED), sent("x", amount="1.00")]
+    found = reconcile(rows, [], frozenset(), settled=settled, skew=SKEW)
+    assert [(f.ref, f.verdict) for f in found] == [("a", Verdict.WAIT), ("x", Verdict.UNCONFIRMED)]
+    assert sorted(set(asked)) == ["a", "open", "x"]  # a 2xx sibling's window counts too
 
 
 def test_entries_before_the_send_minus_skew_or_claimed_are_not_candidates() -> None:
@@ -176,6 +201,152 @@ def test_entry_keys_are_ids_or_a_fingerprint() -> None:
     assert entry_of(bare) == Entry("|1|None|", Decimal(1), "", None)
 
 
+# --- tagged rows: the tag, and what a ledger says of a row ----------------------------------
+
+
+def test_a_tag_is_the_notes_last_ref_marker() -> None:
+    assert tagged_note("Gold bonus", "gold:1") == "Gold bonus [ref:gold:1]"
+    assert tagged_note(None, "a") == tagged_note("", "a") == "[ref:a]"
+    assert ref_of("Gold bonus [ref:gold:1]") == "gold:1"
+    assert ref_of("[ref:a]") == "a"
+    assert ref_of("x [ref:a] [ref:b]") == "b"
+    for untagged in (
+        None,
+        "",
+        "Gold bonus",
+        "Gold[ref:a]",  # not a word of its own
+        "Gold [ref:a] later",  # not at the end
+        "Gold [ref:a]\n",
+        "Gold [ref:]",
+        "Gold [ref:a b]",
+        "Gold [ref:a[b]",
+        "Gold [ref:a",
+    ):
+        assert ref_of(untagged) is None, untagged
+    assert ref_problem("gold:1/ü") is None
+    assert ref_problem("a b") == ref_problem("a]") == ref_problem("[") is not None
+
+
+REF_TEXT = st.text(min_size=1, max_size=20).filter(lambda ref: ref_problem(ref) is None)
+
+
+@given(st.none() | st.text(max_size=40), REF_TEXT)
+def test_a_tagged_note_splits_back_into_its_note_and_ref(note: str | None, ref: str) -> None:
+    tagged = tagged_note(note, ref)
+    assert ref_of(tagged) == ref
+    rest = tagged.removesuffix(f"[ref:{ref}]")
+    assert (rest.removesuffix(" ") if note else rest) == (note or "")  # so no two collide
+
+
+class Ledgerless:
+    """The three calls of the bulk layer, over a fixed list of credits."""
+
+    def __init__(self, credits: list[Credit]) -> None:
+        self.credits = credits
+
+    async def get_credits_page(self, customer_id: str, *, limit: int | None = None) -> Any:
+        raise NotImplementedError
+
+    async def iter_credits(self, customer_id: str) -> AsyncIterator[Credit]:
+        for credit in self.credits:
+            yield credit
+
+    async def create_credit(
+        self, customer_id: str, amount: Decimal, *, note: str | None, force: bool | None
+    ) -> Any:
+        raise NotImplementedError
+
+
+def ledger_of(credits: list[Credit], *, keep_all: bool = False) -> Ledger:
+    return asyncio.run(read_ledger(Ledgerless(credits), "42", keep_all=keep_all))
+
+
+def credit(key: str, amount: str, note: str | None) -> Credit:
+    return Credit(Decimal(amount), at(1), note=note, raw={"id": key})
+
+
+def row(ref: str, amount: str = "5.00") -> AdjustmentRow:
+    return AdjustmentRow(CreditAdjustment(ref, "42", amount), AdjustmentState.UNKNOWN, attempts=1)
+
+
+def test_a_tagged_row_is_matched_by_its_one_entry_of_the_same_amount() -> None:
+    ledger = ledger_of(
+        [
+            credit("mine", "5.0", "Gold [ref:a]"),
+            credit("other", "5.00", "Gold [ref:b]"),
+            credit("plain", "5.00", "Gold"),
+            credit("twice-1", "1.00", "[ref:c]"),
+            credit("twice-2", "1.00", "[ref:c]"),
+            credit("wrong", "4.00", "[ref:d]"),
+        ]
+    )
+    assert set(ledger.tagged) == {"a", "b", "c", "d"}
+    assert ledger.entries == ()  # only the tagged entries are kept
+    found = find(ledger, row("a"))
+    assert (found.verdict, found.entry) == (
+        Verdict.MATCHED,
+        Entry("mine", Decimal("5.0"), "Gold [ref:a]", at(1)),
+    )
+    assert find(ledger, row("e")) == Finding("e", Verdict.UNCONFIRMED)
+    twice = find(ledger, row("c", "1.00"))
+    assert twice.verdict is Verdict.AMBIGUOUS
+    assert [e.key for e in twice.candidates] == ["twice-1", "twice-2"]
+    assert contradiction(twice, row("c", "1.00")) == "2 ledger entries carry its tag"
+    resent = attrs.evolve(row("c", "1.00"), attempts=2)
+    assert contradiction(twice, resent) == "2 ledger entries carry its tag (applied twice)"
+    wrong = find(ledger, row("d"))
+    assert wrong.verdict is Verdict.AMBIGUOUS
+    assert contradiction(wrong, row("d")) == "its tagged entry has amount 4.00, not 5.00"
+    assert (
+        len(ledger_of([credit("x", "1", "n"), credit("y", "1", "[ref:a]")], keep_all=True).entries)
+        == 2
+    )
+
+
+TAGGED_REFS = ("r1", "r10", "gold:1", "a/b", "ü")
+NOISE = (
+    "Gold [ref:{ref}] more",
+    "Gold[ref:{ref}]",
+    "Gold [ref:{ref}]\n",
+    "Gold [ref:{ref}x]",
+    "Gold [ref:{ref}] [ref:elsewhere]",
+    "Gold [ref:{ref}",
+    "Gold",
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_tagged_rows_are_decided_by_the_entries_with_their_tag_alone(data: st.DataObject) -> None:
+    refs = data.draw(st.lists(st.sampled_from(TAGGED_REFS), min_size=1, unique=True))
+    credits: list[Credit] = []
+    own: dict[str, list[tuple[str, Decimal]]] = {}
+    for ref in refs:
+        own[ref] = []
+        for n in range(data.draw(st.integers(0, 2))):
+            amount = "5.00" if data.draw(st.integers(0, 3)) else "5.01"
+            key = f"own-{ref}-{n}"
+            own[ref].append((key, Decimal(amount)))
+            credits.append(credit(key, amount, f"Gold [ref:{ref}]"))
+    for n in range(data.draw(st.integers(0, 6))):
+        template = data.draw(st.sampled_from(NOISE))
+        ref = data.draw(st.sampled_from(TAGGED_REFS))
+        credits.append(credit(f"noise-{n}", "5.00", template.format(ref=ref)))
+    ledger = ledger_of(data.draw(st.permutations(credits)))
+    for ref in refs:
+        found = find(ledger, row(ref))
+        mine = sorted(own[ref])
+        if not mine:
+            assert found.verdict is Verdict.UNCONFIRMED
+        elif len(mine) == 1 and mine[0][1] == Decimal("5.00"):
+            assert found.verdict is Verdict.MATCHED
+            assert found.entry is not None
+            assert found.entry.key == mine[0][0]
+        else:
+            assert found.verdict is Verdict.AMBIGUOUS
+            assert sorted((e.key, e.amount) for e in found.candidates) == mine
+
+
 # --- properties ----------------------------------------------------------------------------
 
 
@@ -191,9 +362,8 @@ class World:
     hidden: bool  # some applied row's entry is not visible yet
 
     def findings(self) -> list[Finding]:
-        return reconcile(
-            self.rows, self.entries, self.claimed, now=self.now, settle=SETTLE, skew=SKEW
-        )
+        settled = settled_at(self.now)
+        return reconcile(self.rows, self.entries, self.claimed, settled=settled, skew=SKEW)
 
 
 @st.composite

@@ -8,11 +8,12 @@ separators or non-ASCII digits), so what is sent is exactly what the file says.
 from __future__ import annotations
 
 import csv
-import io
+import decimal
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from decimal import Decimal
+from typing import IO, Any, NoReturn
 
 from .. import CreditAdjustment
 from ._amounts import parse_amount
@@ -22,6 +23,8 @@ REQUIRED = ("ref", "member_id", "amount")
 _INTEGER = re.compile(r"-?[0-9]+")
 _FORCE = {"": None, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 _SHOWN_ERRORS = 20
+_KEPT_ERRORS = 1000
+_SUMS = decimal.Context(prec=80)  # exact below 80 digits
 
 Line = tuple[int, "Mapping[str, Any] | str"]  # a line number, and its fields or a problem
 
@@ -29,61 +32,95 @@ Line = tuple[int, "Mapping[str, Any] | str"]  # a line number, and its fields or
 class BatchFileError(ValueError):
     """Lines of a batch file that cannot be sent; nothing was sent.
 
-    ``problems`` are ``"line N: ..."`` texts, in file order.
+    ``problems`` are ``"line N: ..."`` texts, in file order (the first
+    :data:`_KEPT_ERRORS`); ``count`` is how many there are.
     """
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[str], count: int | None = None) -> None:
+        count = len(problems) if count is None else count
         shown = problems[:_SHOWN_ERRORS]
-        more = len(problems) - len(shown)
-        tail = f"\n  ... and {more} more" if more > 0 else ""
+        more = count - len(shown)
+        tail = f"\n  ... and {more:,} more" if more > 0 else ""
         super().__init__(
-            f"{path}: {len(problems)} problem(s), nothing was sent:\n  " + "\n  ".join(shown) + tail
+            f"{path}: {count:,} problem(s), nothing was sent:\n  " + "\n  ".join(shown) + tail
         )
         self.problems = problems
+        self.count = count
 
 
 class _NumberText(str):
     """A JSON number, kept as the text it was written with."""
 
 
-def read_batch(path: str) -> list[CreditAdjustment]:
-    """Every adjustment of a CSV or JSON Lines file, or :class:`BatchFileError`.
+class BatchFile:
+    """A CSV or JSON Lines batch file, read as a stream each time it is iterated.
 
+    Iterating yields the adjustments of the good lines; after the last line it raises
+    :class:`BatchFileError` listing the problems of every bad line, so a run that merges
+    the batch before sending sends nothing. A ref given twice is found by the journal.
     The format follows the extension (``.jsonl``/``.ndjson``, else CSV), or the first
     character for other names (``{`` for JSON Lines).
 
-    :raises BatchFileError: listing every bad line (all lines are read first).
-    :raises OSError: if the file cannot be read.
+    :param max_decimal_places: refuse amounts with more decimal places (None: any).
     """
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            text = file.read()
-    except UnicodeDecodeError as exc:
-        raise BatchFileError(path, [f"the file is not UTF-8 ({exc.reason})"]) from None
-    lines = _jsonl(text) if _is_jsonl(path, text) else _csv(text)
-    adjustments: list[CreditAdjustment] = []
-    problems: list[str] = []
-    first_line: dict[str, int] = {}
-    for number, fields in lines:
-        if isinstance(fields, str):
-            problems.append(f"line {number}: {fields}")
-            continue
+
+    def __init__(self, path: str, *, max_decimal_places: int | None = None) -> None:
+        self.path = path
+        self.max_decimal_places = max_decimal_places
+        self.adjustments = 0  # of the last complete read
+        self.net = Decimal(0)
+
+    def __iter__(self) -> Iterator[CreditAdjustment]:
+        problems: list[str] = []
+        count = adjustments = 0
+        net = Decimal(0)
         try:
-            adjustment = _adjustment(fields)
-        except ValueError as exc:
-            problems.append(f"line {number}: {exc}")
-            continue
-        if adjustment.ref in first_line:
-            problems.append(
-                f"line {number}: ref {adjustment.ref!r} is already on line "
-                f"{first_line[adjustment.ref]}"
+            for number, item in self._lines():
+                if isinstance(item, str):
+                    count += 1
+                    if len(problems) < _KEPT_ERRORS:
+                        problems.append(f"line {number}: {item}")
+                else:
+                    adjustments += 1
+                    net = _SUMS.add(net, item.amount)
+                    yield item
+        except UnicodeDecodeError as exc:
+            count += 1
+            problems.append(f"the file is not UTF-8 ({exc.reason})")
+        if count:
+            raise BatchFileError(self.path, problems, count)
+        self.adjustments, self.net = adjustments, net
+
+    def check(self) -> None:
+        """Read the whole file once: :class:`BatchFileError` for any bad line."""
+        for _ in self:
+            pass
+
+    def _lines(self) -> Iterator[tuple[int, CreditAdjustment | str]]:
+        with open(self.path, "rb") as probe:
+            start = probe.read(4096).decode("utf-8-sig", errors="replace")
+        jsonl = _is_jsonl(self.path, start)
+        newline = "\n" if jsonl else ""  # JSON strings may hold other Unicode line breaks
+        with open(self.path, encoding="utf-8-sig", newline=newline) as file:
+            for number, fields in _jsonl(file) if jsonl else _csv(file):
+                if isinstance(fields, str):
+                    yield number, fields
+                    continue
+                try:
+                    yield number, self._adjustment(fields)
+                except ValueError as exc:
+                    yield number, str(exc)
+
+    def _adjustment(self, fields: Mapping[str, Any]) -> CreditAdjustment:
+        adjustment = _adjustment(fields)
+        places = self.max_decimal_places
+        exponent = adjustment.amount.as_tuple().exponent
+        if places is not None and isinstance(exponent, int) and -exponent > places:
+            raise ValueError(
+                f"amount {adjustment.amount} has more than {places} decimal places "
+                f"(--decimal-places {-exponent} allows it)"
             )
-            continue
-        first_line[adjustment.ref] = number
-        adjustments.append(adjustment)
-    if problems:
-        raise BatchFileError(path, problems)
-    return adjustments
+        return adjustment
 
 
 def _is_jsonl(path: str, text: str) -> bool:
@@ -95,8 +132,8 @@ def _is_jsonl(path: str, text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def _csv(text: str) -> Iterator[Line]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def _csv(file: IO[str]) -> Iterator[Line]:
+    reader = csv.reader(file, strict=True)
     header = next(reader, None)
     if header is None:
         return
@@ -119,9 +156,8 @@ def _csv(text: str) -> Iterator[Line]:
         yield start, f"not valid CSV ({exc})"
 
 
-def _jsonl(text: str) -> Iterator[Line]:
-    # Split on line feeds only: JSON strings may hold other Unicode line breaks.
-    for number, line in enumerate(text.split("\n"), start=1):
+def _jsonl(file: IO[str]) -> Iterator[Line]:
+    for number, line in enumerate(file, start=1):
         if not line.strip():
             continue
         try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
+import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -20,14 +21,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .. import AdjustmentReport, AdjustmentRow, AdjustmentState, CreditAdjustment
+from .. import AdjustmentReport, AdjustmentRow, AdjustmentState
+from ._batchfile import BatchFile
 from ._exits import EXIT_API_ERROR, EXIT_OUTCOME_UNKNOWN
 from ._output import plural
 
 _SUMS = decimal.Context(prec=80)
 _UNRESOLVED = (
     AdjustmentState.UNKNOWN,
-    AdjustmentState.SENDING,
     AdjustmentState.NOT_APPLIED,
     AdjustmentState.NEEDS_REVIEW,
 )
@@ -65,41 +66,63 @@ def exit_code(report: AdjustmentReport) -> int:
     return 0 if report.all_applied else EXIT_API_ERROR
 
 
-def describe_plan(path: str, batch: Sequence[CreditAdjustment], plan: AdjustmentReport) -> str:
+class Plan:
+    """Collects a dry run's rows to send (their totals), printing each if asked."""
+
+    def __init__(self, *, show_rows: bool, tag_notes: bool) -> None:
+        self.show_rows = show_rows
+        self.tag_notes = tag_notes
+        self.added = Decimal(0)
+        self.removed = Decimal(0)
+
+    def __call__(self, row: AdjustmentRow) -> None:
+        amount = row.adjustment.amount
+        if amount > 0:
+            self.added = _SUMS.add(self.added, amount)
+        else:
+            self.removed = _SUMS.add(self.removed, -amount)
+        if self.show_rows:
+            adjustment = row.adjustment
+            note = row.sent_note
+            if note is None:
+                note = adjustment.tagged_note() if self.tag_notes else adjustment.note
+            click.echo(f"{adjustment.ref}\t{adjustment.customer_id}\t{amount}\t{note}")
+
+
+def describe_plan(batch: BatchFile, plan: Plan, planned: AdjustmentReport) -> str:
     """What a run would do: the file's totals, what the journal skips, what is sent."""
-    members = len({adjustment.customer_id for adjustment in batch})
-    refs = {adjustment.ref for adjustment in batch}
     lines = [
-        f"{path}: {plural(len(batch), 'adjustment', grouped=True)} for "
-        f"{plural(members, 'member', grouped=True)}, net "
-        f"{money(total(a.amount for a in batch), sign=True)}"
+        f"{batch.path}: {plural(batch.adjustments, 'adjustment', grouped=True)}, net "
+        f"{money(batch.net, sign=True)}"
     ]
-    counts = plan.counts
+    counts = planned.counts
     skipped = counts[AdjustmentState.APPLIED] + counts[AdjustmentState.REJECTED]
     unresolved = sum(counts[state] for state in _UNRESOLVED)
     if skipped or unresolved:
         lines.append(
             f"journal: {counts[AdjustmentState.APPLIED]:,} applied and "
             f"{counts[AdjustmentState.REJECTED]:,} rejected (skipped); {unresolved:,} of "
-            "uncertain outcome (reconciled with the ledger first)"
+            "uncertain outcome (looked up in the ledger first)"
         )
-    dropped = sum(1 for row in plan.attention if row.ref not in refs)
-    if dropped:
-        rows = plural(dropped, "row", grouped=True)
-        lines.append(f"journal: {rows} not applied that this file no longer has")
-    to_send = [row.adjustment.amount for row in plan.to_send]
-    credits = total(amount for amount in to_send if amount > 0)
-    debits = total(amount for amount in to_send if amount < 0)
     lines.append(
-        f"to send: {plural(len(to_send), 'adjustment', grouped=True)}, net "
-        f"{money(credits + debits, sign=True)} "
-        f"(added {money(credits)}, removed {money(-debits)})"
+        f"to send: {plural(planned.to_send_total, 'adjustment', grouped=True)}, net "
+        f"{money(plan.added - plan.removed, sign=True)} "
+        f"(added {money(plan.added)}, removed {money(plan.removed)}), unless the ledger "
+        "already shows them"
     )
     return "\n".join(lines)
 
 
-def print_report(console: Console, report: AdjustmentReport, *, limit: int | None) -> None:
-    """The summary table, then up to ``limit`` rows needing attention (None: all)."""
+def stdout_console() -> Console:
+    """The console that reports go to."""
+    return Console(highlight=False)
+
+
+def print_report(
+    console: Console, report: AdjustmentReport, *, limit: int | None, journal: str
+) -> None:
+    """The summary table, then up to ``limit`` rows needing attention (None: all of
+    those the report lists)."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("state")
     table.add_column("rows", justify="right")
@@ -113,7 +136,8 @@ def print_report(console: Console, report: AdjustmentReport, *, limit: int | Non
     rows = report.attention if limit is None else report.attention[:limit]
     if not rows:
         return
-    console.print(f"\n{plural(len(report.attention), 'row', grouped=True)} to look at:")
+    waiting = report.total - report.counts[AdjustmentState.APPLIED]
+    console.print(f"\n{plural(waiting, 'row', grouped=True)} to look at:")
     attention = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("ref", "member_id", "amount", "state", "details"):
         attention.add_column(name, justify="right" if name == "amount" else "left")
@@ -126,9 +150,11 @@ def print_report(console: Console, report: AdjustmentReport, *, limit: int | Non
             escape(_details(row)),
         )
     console.print(attention)
-    hidden = len(report.attention) - len(rows)
+    hidden = waiting - len(rows)
     if hidden:
-        console.print(f"... and {hidden:,} more (inveterate credits journal FILE --limit 0)")
+        console.print(
+            f"... and {hidden:,} more (inveterate credits journal {escape(journal)} --limit 0)"
+        )
 
 
 def _details(row: AdjustmentRow) -> str:
@@ -148,13 +174,24 @@ def _details(row: AdjustmentRow) -> str:
 
 
 class BatchTracker:
-    """Counts row outcomes for the progress bar; shows nothing by itself."""
+    """Counts row outcomes for the progress bar; shows nothing by itself.
+
+    It keeps the rows whose latest state is not applied (few, in a healthy run) and
+    counts the applied ones, so its memory does not grow with the batch.
+    """
 
     def __init__(self) -> None:
-        self.states: dict[str, AdjustmentState] = {}
+        self._open: dict[str, AdjustmentState] = {}
+        self._applied = 0
 
     def __call__(self, row: AdjustmentRow) -> None:
-        self.states[row.ref] = row.state
+        was_open = self._open.pop(row.ref, None) is not None
+        if not was_open and row.state is AdjustmentState.NEEDS_REVIEW and row.resends:
+            self._applied -= 1  # applied after a re-send, then found applied twice
+        if row.state is AdjustmentState.APPLIED:
+            self._applied += 1
+        else:
+            self._open[row.ref] = row.state
         self.refresh()
 
     def refresh(self) -> None:
@@ -162,11 +199,13 @@ class BatchTracker:
 
     def count(self, state: AdjustmentState) -> int:
         """Rows whose latest state this run is ``state``."""
-        return sum(1 for seen in self.states.values() if seen is state)
+        if state is AdjustmentState.APPLIED:
+            return self._applied
+        return sum(1 for seen in self._open.values() if seen is state)
 
     def done(self) -> int:
         """Rows that reached an outcome this run."""
-        return sum(1 for seen in self.states.values() if seen in _DONE)
+        return self._applied + sum(1 for seen in self._open.values() if seen in _DONE)
 
 
 class _RichTracker(BatchTracker):
@@ -187,8 +226,8 @@ class _RichTracker(BatchTracker):
 
 
 @contextmanager
-def batch_progress(enabled: bool, *, total: int) -> Iterator[BatchTracker]:
-    """A bar of rows done out of ``total``, with counts per outcome, on stderr."""
+def batch_progress(enabled: bool) -> Iterator[BatchTracker]:
+    """Rows done, with counts per outcome, on stderr."""
     if not enabled:
         yield BatchTracker()
         return
@@ -204,5 +243,5 @@ def batch_progress(enabled: bool, *, total: int) -> Iterator[BatchTracker]:
         redirect_stderr=True,  # log lines (-v) print above the display
     )
     with progress:
-        task = progress.add_task("apply", total=total, outcome="")
+        task = progress.add_task("apply", total=None, outcome="")
         yield _RichTracker(progress, task)

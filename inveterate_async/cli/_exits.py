@@ -1,7 +1,8 @@
 """Exit codes, and the one runner that turns a command's errors into messages and codes.
 
-Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 130 interrupted
-(Ctrl-C, SIGINT), 143 terminated (SIGTERM).
+Exit codes: 0 ok, 1 API error, 2 usage error, 3 write outcome unknown, 4 the API refused
+the key during a batch (rows left pending), 130 interrupted (Ctrl-C, SIGINT), 143
+terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ T = TypeVar("T")
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 EXIT_OUTCOME_UNKNOWN = 3
+EXIT_KEY_REFUSED = 4
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -44,6 +46,12 @@ class OutcomeUnknown(CliError):
     """A write that may or may not have been applied."""
 
     exit_code = EXIT_OUTCOME_UNKNOWN
+
+
+class KeyRefused(CliError):
+    """The API refused the key in the middle of a batch: what was not sent is pending."""
+
+    exit_code = EXIT_KEY_REFUSED
 
 
 class Interrupted(CliError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shlex
 import signal
 import socket
@@ -17,6 +18,7 @@ from .._request import is_loopback
 from ..testing import Sandbox
 from ._core import SANDBOX_API_KEY, start_sandbox
 from ._exits import CliError
+from ._rehearsal import SHARE, check_write_shares, describe_faults, rehearsal_options
 
 
 async def serve_sandbox(
@@ -32,6 +34,11 @@ async def serve_sandbox(
     page_size: int = 50,
     latency: float = 0.0,
     fail_rate: float = 0.0,
+    visibility_delay: float = 0.0,
+    fail_writes_before: float = 0.0,
+    fail_writes_after: float = 0.0,
+    drop_writes_after: float = 0.0,
+    fault_seed: int | None = None,
 ) -> None:
     """Serve a seeded sandbox until ``stop`` is set.
 
@@ -48,8 +55,18 @@ async def serve_sandbox(
     :param page_size: credits per page when a request gives no ``limit``.
     :param latency: seconds every request waits before its answer.
     :param fail_rate: the probability that a read is answered with a transient 503.
+    :param visibility_delay: seconds after a write before its credit shows in reads.
+    :param fail_writes_before: the share of writes answered 500 without being applied.
+    :param fail_writes_after: the share of writes applied, then answered 500.
+    :param drop_writes_after: the share of writes applied, then left without an answer.
+    :param fault_seed: the seed of the random failures (reads and writes) if not ``seed``.
     :raises OSError: if the address cannot be bound.
+    :raises ValueError: if ``visibility_delay`` is negative or not finite, or the write
+        shares are not 0 to 1 or sum above 1 (see :meth:`Sandbox.fail_writes_randomly`).
     """
+    if not 0 <= visibility_delay < math.inf:
+        raise ValueError(f"visibility_delay must be a finite number >= 0, got {visibility_delay!r}")
+    faults_seed = seed if fault_seed is None else fault_seed
     sandbox = await start_sandbox(
         members=members,
         seed=seed,
@@ -63,6 +80,15 @@ async def serve_sandbox(
         record_requests=False,
     )
     try:
+        # Set before the loop runs again: no request is served without them.
+        sandbox.visibility_delay = visibility_delay
+        sandbox.fail_randomly(fail_rate, seed=faults_seed)
+        sandbox.fail_writes_randomly(
+            before=fail_writes_before,
+            after=fail_writes_after,
+            dropped=drop_writes_after,
+            seed=faults_seed,
+        )
         if ready is not None:
             ready(sandbox)
         await stop.wait()
@@ -90,7 +116,7 @@ def client_urls(base_url: str) -> tuple[str, str | None]:
     )
 
 
-def _announce(sandbox: Sandbox, members: int) -> None:
+def _announce(sandbox: Sandbox, members: int, faults: list[str]) -> None:
     url, elsewhere = client_urls(sandbox.base_url)
     key = sandbox.api_key
     # The SDK and the CLI refuse plain http to another host unless told to allow it.
@@ -112,6 +138,8 @@ def _announce(sandbox: Sandbox, members: int) -> None:
             f"  from other machines or containers: {elsewhere} (or this machine's address), "
             f"with {INSECURE_HTTP_OPT_IN} for the SDK and the CLI"
         )
+    for line in faults:
+        click.echo(line)
     sys.stdout.flush()
 
 
@@ -171,12 +199,13 @@ def _announce(sandbox: Sandbox, members: int) -> None:
 )
 @click.option(
     "--fail-rate",
-    type=click.FloatRange(0, 1),
+    type=SHARE,
     default=0,
     show_default=True,
     metavar="P",
-    help="Probability that a read gets a transient 503 (seeded with --seed).",
+    help="Probability that a read gets a transient 503 (seeded with --fault-seed).",
 )
+@rehearsal_options
 def sandbox_command(
     host: str,
     port: int,
@@ -187,12 +216,27 @@ def sandbox_command(
     page_size: int,
     latency: float,
     fail_rate: float,
+    fail_writes_before: float,
+    fail_writes_after: float,
+    drop_writes_after: float,
+    visibility_delay: float,
+    fault_seed: int | None,
 ) -> None:
     """Serve a seeded sandbox API in the foreground.
 
-    For trying the API by hand or from any language, or as the API of a multi-process
-    test (requests are not recorded, so memory stays flat); stop it with Ctrl-C.
+    For trying the API by hand or from any language, as the API of a multi-process test
+    (requests are not recorded, so memory stays flat), or for rehearsing a bulk
+    `credits apply` against failing writes; stop it with Ctrl-C.
     """
+    check_write_shares(fail_writes_before, fail_writes_after, drop_writes_after)
+    faults = describe_faults(
+        fail_rate=fail_rate,
+        visibility_delay=visibility_delay,
+        fail_writes_before=fail_writes_before,
+        fail_writes_after=fail_writes_after,
+        drop_writes_after=drop_writes_after,
+        seed=seed if fault_seed is None else fault_seed,
+    )
     if not is_loopback(host):
         click.secho(
             f"Warning: {host} is not a loopback address: other machines may reach this "
@@ -212,11 +256,16 @@ def sandbox_command(
             members=members,
             seed=seed,
             api_key=api_key,
-            ready=lambda sandbox: _announce(sandbox, members),
+            ready=lambda sandbox: _announce(sandbox, members, faults),
             credits_per_member=credits_per_member,
             page_size=page_size,
             latency=latency / 1000,
             fail_rate=fail_rate,
+            visibility_delay=visibility_delay,
+            fail_writes_before=fail_writes_before,
+            fail_writes_after=fail_writes_after,
+            drop_writes_after=drop_writes_after,
+            fault_seed=fault_seed,
         )
 
     # Not the shared runner: Ctrl-C is how a sandbox stops, a success rather than exit 130.

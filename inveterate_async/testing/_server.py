@@ -34,6 +34,7 @@ from ._wire import (
     parse_limit,
     record_request,
 )
+from ._write_faults import RandomWriteFaults
 
 if TYPE_CHECKING:
     from ._thread import ThreadedSandbox
@@ -75,6 +76,12 @@ class Sandbox:
         once (balance, :meth:`ledger`); only reads wait. Changeable between requests.
     :param record_requests: keep every request in :attr:`requests` (turn it off for a
         long-running server: the list would grow without bound).
+    :param members_exist: ``(customer_id) -> bool``, whether a member exists; a GET or POST
+        for one that does not is answered 404 ``{"message": "Customer not found", "data":
+        {}}`` (after the key is checked) and nothing is applied. None (the default): every
+        member exists, an unknown one with an empty ledger. It gets the decoded id as a
+        ``str``; :meth:`add_credits`, :meth:`ledger` and :meth:`balance` ignore it.
+        Changeable between requests.
     :raises ValueError: if ``default_limit`` is below 1, or ``latency`` or
         ``visibility_delay`` is negative.
 
@@ -97,6 +104,7 @@ class Sandbox:
         clock: Callable[[], float] = time.time,
         visibility_delay: float = 0.0,
         record_requests: bool = True,
+        members_exist: Callable[[str], bool] | None = None,
     ) -> None:
         if default_limit < 1:
             raise ValueError("default_limit must be at least 1")
@@ -111,6 +119,7 @@ class Sandbox:
         self.clock = clock
         self.visibility_delay = visibility_delay
         self.record_requests = record_requests
+        self.members_exist = members_exist
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -121,6 +130,7 @@ class Sandbox:
         self._ledgers = Ledgers()
         self._faults = Faults()
         self._random_faults = RandomFaults()
+        self._write_faults = RandomWriteFaults()
 
     async def start(self) -> Self:
         """Start serving.
@@ -289,7 +299,8 @@ class Sandbox:
         """Answer each ledger read (GET) with a transient ``status`` with probability ``rate``.
 
         Seeded: the same requests in the same order fail the same way. Faults queued with
-        :meth:`fail_next` come first. Writes are never failed this way.
+        :meth:`fail_next` come first. Writes are never failed this way (see
+        :meth:`fail_writes_randomly`).
 
         :param rate: from 0 (never; the default) to 1 (always).
         :param seed: the seed of the draws.
@@ -297,6 +308,24 @@ class Sandbox:
         :raises ValueError: if ``rate`` or ``status`` is out of range.
         """
         self._random_faults.configure(rate, seed=seed, status=status)
+
+    def fail_writes_randomly(
+        self, *, before: float = 0.0, after: float = 0.0, dropped: float = 0.0, seed: int = 0
+    ) -> None:
+        """Fail shares of the ledger writes (POSTs) in each of the ways a write can fail.
+
+        Each POST draws once from ``random.Random(seed)``: the same POSTs in the same order
+        fail the same way. Faults queued with :meth:`fail_next` come first (and draw
+        nothing). Each call starts the draws afresh; all shares 0 stops failing.
+
+        :param before: the share (0 to 1) answered 500 without applying the credit.
+        :param after: the share applied, then answered 500.
+        :param dropped: the share applied, then left without an answer (the connection
+            is closed).
+        :param seed: the seed of the draws.
+        :raises ValueError: if a share is not a number from 0 to 1, or they sum above 1.
+        """
+        self._write_faults.configure(before=before, after=after, dropped=dropped, seed=seed)
 
     def seed_members(
         self, count: int, *, credits_per_member: int = 5, seed: int = 0, prefix: str = ""
@@ -322,6 +351,8 @@ class Sandbox:
                 self.requests.append(recorded)
             # Taken on arrival so that concurrent requests get faults in arrival order.
             fault = self._faults.take(recorded)
+            if fault is None:
+                fault = self._write_faults.take(recorded)
             random_failure = fault is None and self._random_faults.hit(recorded)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -349,6 +380,8 @@ class Sandbox:
             return json_response(405, "Method not allowed", {}, {"Allow": "GET, POST"})
         if request.headers.get(_API_KEY_HEADER) != self.api_key:
             return json_response(400, "Invalid API key", {})
+        if self.members_exist is not None and not self.members_exist(request.customer_id):
+            return json_response(404, "Customer not found", {})
         try:
             if request.method == "GET":
                 return self._get_credits(request.customer_id, request.query)

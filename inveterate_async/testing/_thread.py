@@ -46,8 +46,9 @@ class ThreadedSandbox:
             ...  # point any HTTP client at sandbox.base_url
 
     The seeding and inspection methods (:meth:`add_credits`, :meth:`seed_members`,
-    :meth:`fail_next`, :meth:`ledger`, :meth:`balance`, :meth:`reset_stats`) are the
-    :class:`Sandbox`'s own; for anything else, use :meth:`call`.
+    :meth:`fail_next`, :meth:`fail_writes_randomly`, :meth:`ledger`, :meth:`balance`,
+    :meth:`reset_stats`) are the :class:`Sandbox`'s own; for anything else, use
+    :meth:`call`.
 
     :ivar sandbox: the :class:`Sandbox` being served. Touch it only through
         :meth:`call`: it belongs to the sandbox's thread.
@@ -166,6 +167,7 @@ class ThreadedSandbox:
     add_credits = _on_sandbox_loop(Sandbox.add_credits)
     seed_members = _on_sandbox_loop(Sandbox.seed_members)
     fail_next = _on_sandbox_loop(Sandbox.fail_next)
+    fail_writes_randomly = _on_sandbox_loop(Sandbox.fail_writes_randomly)
     ledger = _on_sandbox_loop(Sandbox.ledger)
     balance = _on_sandbox_loop(Sandbox.balance)
     reset_stats = _on_sandbox_loop(Sandbox.reset_stats)

@@ -9,10 +9,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ._adjustments import AdjustmentRow, AdjustmentState, CandidateEntry, CreditAdjustment
-from ._errors import JournalConflictError
+from .._errors import JournalConflictError
+from .adjustments import AdjustmentRow, AdjustmentState, CandidateEntry, CreditAdjustment
 
-_LISTED_CONFLICTS = 5
+LISTED_CONFLICTS = 5
 
 
 def content(adjustment: CreditAdjustment) -> tuple[Any, ...]:
@@ -37,9 +37,11 @@ def to_row(record: sqlite3.Row) -> AdjustmentRow:
         note=record["note"],
         force=None if force is None else bool(force),
     )
+    state = record["state"]
     return AdjustmentRow(
         adjustment,
-        AdjustmentState(record["state"]),
+        # Journals of version 1 marked rows "sending" before their POST: unknown now.
+        AdjustmentState.UNKNOWN if state == "sending" else AdjustmentState(state),
         attempts=record["attempts"],
         resends=record["resends"],
         sent_note=record["sent_note"],
@@ -79,20 +81,24 @@ def _candidates(text: str | None) -> tuple[CandidateEntry, ...]:
 
 
 def conflict_error(
-    path: str, conflicts: Sequence[CreditAdjustment], current: dict[str, AdjustmentRow]
+    path: str, listed: Sequence[tuple[CreditAdjustment, AdjustmentRow]], refs: Sequence[str]
 ) -> JournalConflictError:
-    """The error for refs whose new content conflicts with the journal's."""
-    lines = []
-    for adjustment in conflicts[:_LISTED_CONFLICTS]:
-        row = current[adjustment.ref]
-        lines.append(f"{adjustment.ref} ({row.state}: {_differences(row.adjustment, adjustment)})")
-    more = len(conflicts) - _LISTED_CONFLICTS
-    listed = "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+    """The error for refs whose new content conflicts with the journal's.
+
+    :param listed: the first conflicts, with the rows they conflict with.
+    :param refs: every conflicting ref, in input order.
+    """
+    lines = [
+        f"{new.ref} ({row.state}: {_differences(row.adjustment, new)})"
+        for new, row in listed[:LISTED_CONFLICTS]
+    ]
+    more = len(refs) - len(lines)
+    shown = "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
     return JournalConflictError(
-        f"{len(conflicts)} ref(s) already in {path} with different content may have been "
-        f"applied, so they cannot be edited (use new refs): {listed}",
+        f"{len(refs)} ref(s) already in {path} with different content may have been "
+        f"applied, so they cannot be edited (use new refs): {shown}",
         path=path,
-        refs=tuple(adjustment.ref for adjustment in conflicts),
+        refs=tuple(refs),
     )
 
 

@@ -11,22 +11,26 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from decimal import Decimal
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._adjustments import (
+from .._errors import JournalError
+from .adjustments import (
+    ATTENTION_LIMIT,
     AdjustmentReport,
     AdjustmentRow,
     AdjustmentState,
     CandidateEntry,
     CreditAdjustment,
+    Tally,
 )
-from ._errors import JournalError
-from ._journal_file import JournalFile
+from .journal_file import JournalFile
+from .merge import CHUNK, Merge
+from .stored import Stored
 
 T = TypeVar("T")
 
@@ -40,10 +44,11 @@ class Journal:
         async with Journal("gold-bonus.sqlite", read_only=True) as journal:
             report = await journal.report()
 
-    :param path: the journal file; created (with ``PATH.lock`` next to it) when opened
-        for writing.
+    :param path: the journal file; created (mode 0600) when opened for writing. It must
+        be on a local filesystem: the lock is an ``flock`` on the file itself, whatever
+        name reaches it (a symlink, a hard link).
     :param read_only: read without taking the lock (while another process applies from
-        it, say); the file must exist.
+        it, say, or from a read-only copy); the file must exist.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
@@ -51,10 +56,11 @@ class Journal:
         self._read_only = read_only
         self._executor: ThreadPoolExecutor | None = None
         self._file: JournalFile | None = None
-        self._busy = False  # an apply_credits call is using it
+        self.busy = False  # an apply_credits call is using it
         # Row updates waiting for the next group commit, and the task committing them.
         self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Journal({self._path!r}, read_only={self._read_only})"
@@ -98,14 +104,34 @@ class Journal:
     async def close(self) -> None:
         """Close the file and release the lock; safe to call more than once.
 
-        Updates already queued are committed first.
+        Updates already queued are committed first. Cancelling the caller does not stop
+        the closing: it completes, then the cancellation is raised.
         """
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        closing = self._closing
+        cancelled = False
+        while not closing.done():
+            try:
+                await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                cancelled = True
+        self._closing = None
+        if cancelled:
+            raise asyncio.CancelledError
+        closing.result()
+
+    async def _close(self) -> None:
         if self._committer is not None:
             await asyncio.wait([self._committer])
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            if self._file is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, self._file.close)
+        executor, file = self._executor, self._file
+        if executor is None:
+            return
+        try:
+            if file is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, file.close)
+        finally:
+            self._executor = self._file = None
             executor.shutdown(wait=False)
 
     async def __aenter__(self) -> Journal:
@@ -120,50 +146,107 @@ class Journal:
         await self.close()
 
     async def rows(self) -> list[AdjustmentRow]:
-        """Every row, in the order the refs were first added."""
-        return await self._run(self._opened().select)
+        """Every row, in the order the refs were first added (all in memory: for a large
+        journal, use :meth:`iter_rows`)."""
+        return [row async for row in self.iter_rows()]
+
+    async def iter_rows(
+        self, states: Iterable[AdjustmentState] | None = None
+    ) -> AsyncIterator[AdjustmentRow]:
+        """Yield the rows (only those in ``states``, if given) in journal order, reading
+        a few hundred at a time."""
+        wanted = None if states is None else sorted({AdjustmentState(s).value for s in states})
+        where = "position > ?"
+        if wanted is not None:
+            where += f" AND state IN ({','.join('?' * len(wanted))})"
+        after = 0
+        while True:
+            params = (after, *(wanted or ()))
+            rows = await self._run(self._opened().select_after, where, params, CHUNK)
+            for position, row in rows:
+                yield row
+                after = position
+            if len(rows) < CHUNK:
+                return
 
     async def report(self) -> AdjustmentReport:
-        """Counts and sums per state, and the rows that are not applied."""
-        return AdjustmentReport.of(await self.rows())
+        """Counts and sums per state, and the first rows that are not applied."""
+        return await self._run(_report, self._opened())
 
     # --- used by apply_credits ------------------------------------------------------------
 
-    async def _merge(
-        self, adjustments: Sequence[CreditAdjustment], now: datetime, *, write: bool
-    ) -> list[AdjustmentRow]:
-        """See :meth:`JournalFile.merge`."""
-        return await self._run(self._opened().merge, adjustments, now, write)
+    @property
+    def _run_number(self) -> int:
+        """This writer's run number (0 when read-only)."""
+        return self._opened().run
 
-    async def _recover(self, now: datetime) -> list[AdjustmentRow]:
-        """See :meth:`JournalFile.recover`."""
-        return await self._run(self._opened().recover, now)
+    async def _merge(self, adjustments: Iterable[CreditAdjustment]) -> None:
+        """Add a batch in one transaction (see :mod:`.merge`), reading it a chunk at a
+        time on the caller's thread.
 
-    async def _mark_sending(
-        self, ref: str, sent_note: str | None, now: datetime, *, resend: bool = False
-    ) -> AdjustmentRow:
-        """Durably mark a row as being sent: call before its POST leaves.
-
-        :param resend: it is sent again after it was found not applied.
+        :raises ValueError: a bad item, or a ref given twice; nothing changed.
+        :raises JournalConflictError: see :meth:`Merge.finish`; nothing changed.
         """
-        return await self._commit(self._opened().mark_sending, ref, sent_note, now, resend)
+        merge = Merge(self._opened())
+        await self._run(merge.start)
+        try:
+            chunk: list[CreditAdjustment] = []
+            for adjustment in adjustments:
+                if not isinstance(adjustment, CreditAdjustment):
+                    raise ValueError(f"not a CreditAdjustment: {type(adjustment).__name__}")
+                chunk.append(adjustment)
+                if len(chunk) == CHUNK:
+                    await self._run(merge.add, chunk)
+                    chunk = []
+            if chunk:
+                await self._run(merge.add, chunk)
+            await self._run(merge.finish)
+        except BaseException:
+            await asyncio.shield(self._run(merge.abandon))
+            raise
+
+    async def _count_into(self, tally: Tally) -> None:
+        """Count every row's state and amount into ``tally``."""
+        await self._run(_count, self._opened(), tally)
+
+    async def _rows_by_ref(self, refs: Sequence[str]) -> dict[str, AdjustmentRow]:
+        """The rows of these refs that the journal has."""
+        where = f"ref IN ({','.join('?' * len(refs))})"
+        rows = await self._run(self._opened().select, where, tuple(refs))
+        return {row.ref: row for row in rows}
+
+    async def _by_member(
+        self, where: str, after: tuple[str, int], limit: int
+    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+        """See :meth:`JournalFile.by_member`."""
+        return await self._run(self._opened().by_member, where, after, limit)
+
+    async def _mark_sent(
+        self, ref: str, expected: AdjustmentState, sent_note: str | None, clock: float
+    ) -> bool:
+        """Durably mark a row unknown before its POST leaves; False if it was not
+        ``expected`` (another writer has it)."""
+        return await self._commit(self._opened().mark_sent, ref, expected, sent_note, clock)
 
     async def _record(
         self,
         ref: str,
+        expected: AdjustmentState,
         state: AdjustmentState,
-        now: datetime,
         *,
         entry_id: str | None = None,
         error: str | None = None,
         candidates: Sequence[CandidateEntry] = (),
-    ) -> AdjustmentRow:
-        """Durably set a row's state, and its claimed entry, last error or candidates."""
+    ) -> bool:
+        """Durably set a row's state (if it is ``expected``), and its claimed entry, last
+        error or candidates."""
         file = self._opened()
-        return await self._commit(file.record, ref, state, now, entry_id, error, candidates)
+        return await self._commit(file.record, ref, expected, state, entry_id, error, candidates)
 
-    async def _member_rows(self, customer_id: str) -> list[AdjustmentRow]:
-        return await self._run(self._opened().select, "customer_id = ?", (customer_id,))
+    async def _member_stored(self, customer_id: str) -> list[Stored]:
+        """Every row of a member, with its sending run and time."""
+        found = await self._run(self._opened().member_stored, customer_id)
+        return [Stored(row, sent_run, sent_clock) for row, sent_run, sent_clock in found]
 
     async def _claimed(self, customer_id: str) -> set[str]:
         return await self._run(self._opened().claimed, customer_id)
@@ -192,6 +275,8 @@ class Journal:
         if self._read_only:
             raise JournalError(f"{self._path} was opened read-only", path=self._path)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        # A caller cancelled meanwhile never reads the outcome: it is read here instead.
+        future.add_done_callback(_retrieve)
         self._queued.append((partial(function, *args), future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_queued())
@@ -225,3 +310,25 @@ class Journal:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _count(file: JournalFile, tally: Tally) -> None:
+    for state, amount in file.states():
+        tally.count(_state(state), Decimal(amount))
+
+
+def _report(file: JournalFile) -> AdjustmentReport:
+    tally = Tally()
+    _count(file, tally)
+    for row in file.select("state != 'applied'", limit=ATTENTION_LIMIT):
+        tally.list_attention(row)
+    return tally.report()
+
+
+def _state(text: str) -> AdjustmentState:
+    return AdjustmentState.UNKNOWN if text == "sending" else AdjustmentState(text)

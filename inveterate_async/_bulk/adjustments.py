@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import decimal
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
@@ -12,10 +12,13 @@ from typing import Any
 
 import attrs
 
-from ._errors import one_line
-from ._request import amount_json, encode_customer_id
+from .._errors import one_line
+from .._request import amount_json, encode_customer_id
+from .tags import ref_problem, tagged_note
 
 MAX_REF_LENGTH = 200
+ATTENTION_LIMIT = 1000
+"""The most rows a report lists in ``attention`` (and a dry run in ``to_send``)."""
 # Sums are for reports: exact for any amount of fewer than 80 digits.
 _SUMS = decimal.Context(prec=80)
 
@@ -24,26 +27,23 @@ class AdjustmentState(str, enum.Enum):
     """Where a journal row stands."""
 
     PENDING = "pending"
-    """Not sent: new, or a send that certainly never reached the API (e.g. a 429)."""
-    SENDING = "sending"
-    """Marked before the POST left; found so after a crash, it counts as unknown."""
+    """Not sent: new, or a send that certainly did not reach the API (a 429, a 401)."""
     APPLIED = "applied"
-    """The API answered 2xx, or reconciliation found its ledger entry."""
+    """The API answered 2xx, or the member's ledger shows its entry."""
     REJECTED = "rejected"
-    """The API answered 4xx (400: nothing was done); never re-sent unless edited."""
+    """The API answered 400 (nothing was done) or 404 (no such member); not re-sent."""
     UNKNOWN = "unknown"
-    """It may have been applied (5xx, timeout, lost connection); to be reconciled."""
+    """Being sent, or it may have been applied (5xx, timeout, lost connection, a crash):
+    the ledger decides."""
     NOT_APPLIED = "not_applied"
-    """Reconciled: no ledger entry after the settle window; re-sent only if allowed."""
+    """Not in the ledger in two reads, the last after the settle window; re-sent only
+    if allowed."""
     NEEDS_REVIEW = "needs_review"
-    """Reconciled: more look-alike entries than rows to explain them; a person decides."""
+    """The ledger contradicts the journal (two entries with its tag, another amount, or
+    more look-alikes than rows): a person decides; never sent again."""
 
     def __str__(self) -> str:
         return self.value
-
-
-SETTLED_STATES = frozenset({AdjustmentState.APPLIED, AdjustmentState.REJECTED})
-"""States a re-run skips."""
 
 
 def _check_ref(_: object, __: object, ref: Any) -> None:
@@ -55,6 +55,9 @@ def _check_ref(_: object, __: object, ref: Any) -> None:
         )
     if one_line(ref) != ref:
         raise ValueError(f"ref must not contain control characters or line breaks: {ref!r}")
+    problem = ref_problem(ref)
+    if problem is not None:
+        raise ValueError(f"{problem}: {ref!r}")
 
 
 def _member_text(customer_id: str | int) -> str:
@@ -84,7 +87,8 @@ class CreditAdjustment:
     sent.
 
     :param ref: your unique key for this adjustment, e.g. ``"gold-bonus-2026-11:6453738"``
-        (1-200 characters, no control characters). A journal holds one row per ref.
+        (1-200 characters; no whitespace, ``[``, ``]`` or control characters, so that the
+        tag ``[ref:REF]`` in the note is unambiguous). A journal holds one row per ref.
     :param customer_id: the member (an ``int`` is kept as its text: ``42`` is ``"42"``).
     :param amount: exact, as for ``create_credit``: a ``Decimal``, decimal ``str`` or
         ``int``; a float or zero is refused.
@@ -113,8 +117,7 @@ class CreditAdjustment:
     def tagged_note(self) -> str:
         """The note as ``tag_notes=True`` sends it: ``"{note} [ref:{ref}]"``, or
         ``"[ref:{ref}]"`` without a note."""
-        marker = f"[ref:{self.ref}]"
-        return f"{self.note} {marker}" if self.note else marker
+        return tagged_note(self.note, self.ref)
 
 
 @attrs.frozen(slots=True)
@@ -158,11 +161,13 @@ class AdjustmentRow:
 
 @attrs.frozen(slots=True)
 class AdjustmentReport:
-    """The outcome of ``apply_credits`` (or a journal's state): every row of the journal.
+    """The outcome of ``apply_credits`` (or a journal's state), over every journal row.
 
-    ``counts`` and ``sums`` (of amounts) have every state as a key; ``attention`` holds
-    the rows that are not applied, in journal order. A dry run's ``to_send`` holds the
-    rows it would send; nothing was written then.
+    ``counts`` and ``sums`` (of amounts) have every state as a key. ``attention`` holds
+    the rows that are not applied, in journal order: the first :data:`ATTENTION_LIMIT`
+    of them (``total - counts[APPLIED]`` is how many there are; ``Journal.rows`` reads
+    them all). A dry run's ``to_send`` holds the first rows it would send and
+    ``to_send_total`` their number; nothing was written then.
     """
 
     counts: Mapping[AdjustmentState, int]
@@ -170,6 +175,7 @@ class AdjustmentReport:
     attention: tuple[AdjustmentRow, ...]
     dry_run: bool = False
     to_send: tuple[AdjustmentRow, ...] = ()
+    to_send_total: int = 0
 
     @property
     def total(self) -> int:
@@ -182,26 +188,68 @@ class AdjustmentReport:
         return self.counts[AdjustmentState.APPLIED] == self.total
 
     @classmethod
-    def of(
-        cls,
-        rows: Iterable[AdjustmentRow],
-        *,
-        dry_run: bool = False,
-        to_send: Iterable[AdjustmentRow] = (),
-    ) -> AdjustmentReport:
+    def of(cls, rows: Iterable[AdjustmentRow]) -> AdjustmentReport:
         """The report of ``rows`` (a whole journal, in journal order)."""
-        counts = dict.fromkeys(AdjustmentState, 0)
-        sums = dict.fromkeys(AdjustmentState, Decimal(0))
-        attention = []
+        tally = Tally()
         for row in rows:
-            counts[row.state] += 1
-            sums[row.state] = _SUMS.add(sums[row.state], row.adjustment.amount)
-            if row.state is not AdjustmentState.APPLIED:
-                attention.append(row)
-        return cls(
-            MappingProxyType(counts),
-            MappingProxyType(sums),
-            tuple(attention),
+            tally.add(row)
+        return tally.report()
+
+
+class Tally:
+    """Builds a report in one pass over rows, keeping only the rows it will list."""
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(AdjustmentState, 0)
+        self._sums = dict.fromkeys(AdjustmentState, Decimal(0))
+        self._attention: list[AdjustmentRow] = []
+        self._to_send: list[AdjustmentRow] = []
+        self._to_send_total = 0
+
+    def count(self, state: AdjustmentState, amount: Decimal, times: int = 1) -> None:
+        """Count one row of ``state`` (``times=-1``: take one back)."""
+        self._counts[state] += times
+        self._sums[state] = _SUMS.add(self._sums[state], amount * times)
+
+    def add(self, row: AdjustmentRow) -> None:
+        """Count a row, and list it if it needs attention."""
+        self.count(row.state, row.adjustment.amount)
+        if row.state is not AdjustmentState.APPLIED:
+            self.list_attention(row)
+
+    def list_attention(self, row: AdjustmentRow) -> None:
+        """List a row that needs attention (up to :data:`ATTENTION_LIMIT`), uncounted."""
+        if len(self._attention) < ATTENTION_LIMIT:
+            self._attention.append(row)
+
+    def would_send(self, row: AdjustmentRow) -> None:
+        """Note a row a dry run would send."""
+        self._to_send_total += 1
+        if len(self._to_send) < ATTENTION_LIMIT:
+            self._to_send.append(row)
+
+    def report(self, *, dry_run: bool = False) -> AdjustmentReport:
+        """The report of what was added."""
+        return AdjustmentReport(
+            MappingProxyType(dict(self._counts)),
+            MappingProxyType(dict(self._sums)),
+            tuple(self._attention),
             dry_run=dry_run,
-            to_send=tuple(to_send),
+            to_send=tuple(self._to_send),
+            to_send_total=self._to_send_total,
         )
+
+
+def within_places(
+    adjustments: Iterable[CreditAdjustment], places: int
+) -> Iterator[CreditAdjustment]:
+    """The adjustments, with ValueError for an amount of more than ``places`` decimals."""
+    for adjustment in adjustments:
+        if isinstance(adjustment, CreditAdjustment):
+            exponent = adjustment.amount.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > places:
+                raise ValueError(
+                    f"ref {adjustment.ref!r}: amount {adjustment.amount} has more than "
+                    f"{places} decimal places"
+                )
+        yield adjustment

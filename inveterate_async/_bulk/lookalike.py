@@ -1,4 +1,6 @@
-"""Reconciliation: which ledger entries are the effect of which sent rows. Pure, no I/O.
+"""Untagged reconciliation: which ledger entries are the effect of which sent rows.
+Pure, no I/O. Without ``tag_notes`` a note does not name its row, so entries are matched
+by what they hold; the tagged path matches by tag instead (:mod:`.ledger`).
 
 A row whose outcome is unknown is matched against the member's ledger. Its candidates are
 the entries with the same amount (by value) and the same note as sent, created no earlier
@@ -12,7 +14,7 @@ they are decided together, as a group:
 - otherwise candidates are paired with rows, oldest entry first, rows answered 2xx (applied,
   entry not known) before the others; an undecided row that gets one is applied;
 - an undecided row without one is not applied once the whole group's settle window is
-  over, and waits until then;
+  over (as the caller decides), and waits until then;
 - a group with a row already under review stays under review;
 - a row applied after a re-send is checked too: an entry it cannot explain may be its
   first write, applied after the settle window, so more candidates than rows puts it
@@ -23,13 +25,13 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import attrs
 
-from ._models import Credit
+from .._models import Credit
 
 
 @attrs.frozen(slots=True)
@@ -106,8 +108,7 @@ def reconcile(
     entries: Iterable[Entry],
     claimed: Collection[str],
     *,
-    now: datetime,
-    settle: timedelta,
+    settled: Callable[[Sent], bool],
     skew: timedelta,
 ) -> list[Finding]:
     """Decide every undecided row of one member from a read of its ledger.
@@ -117,8 +118,7 @@ def reconcile(
     :param entries: the whole ledger as read, started at ``now``.
     :param claimed: keys of entries claimed by journal rows, except those of ``rows``
         applied after a re-send (their ``own_entry``).
-    :param now: when the ledger read started.
-    :param settle: how long after its last send a write must be visible in the ledger.
+    :param settled: whether a row's settle window is over, as of this read.
     :param skew: how much earlier than the send an entry's ``createdAt`` may be.
     :returns: one finding per undecided row, and one per re-sent row that needs review,
         in ``rows`` order.
@@ -131,7 +131,7 @@ def reconcile(
     findings: dict[str, Finding] = {}
     for (amount, note), group in groups.items():
         looks_alike = [e for e in free if e.amount == amount and e.note == note]
-        findings.update(_decide(group, looks_alike, now=now, settle=settle, skew=skew))
+        findings.update(_decide(group, looks_alike, settled=settled, skew=skew))
     return [findings[row.ref] for row in rows if row.ref in findings]
 
 
@@ -139,8 +139,7 @@ def _decide(
     group: Sequence[Sent],
     looks_alike: Sequence[Entry],
     *,
-    now: datetime,
-    settle: timedelta,
+    settled: Callable[[Sent], bool],
     skew: timedelta,
 ) -> dict[str, Finding]:
     undecided = [row for row in group if row.standing is Standing.UNDECIDED]
@@ -164,14 +163,14 @@ def _decide(
             row.ref: Finding(row.ref, Verdict.AMBIGUOUS, candidates=candidates) for row in undecided
         }
     matched = _pair(group, candidates, skew)
-    settled = now >= max(row.last_sent_at for row in group) + settle
+    over = all(settled(row) for row in group)
     findings = {}
     for row in undecided:
         entry = matched.get(row.ref)
         if entry is not None:
             findings[row.ref] = Finding(row.ref, Verdict.MATCHED, entry)
         else:
-            findings[row.ref] = Finding(row.ref, Verdict.UNCONFIRMED if settled else Verdict.WAIT)
+            findings[row.ref] = Finding(row.ref, Verdict.UNCONFIRMED if over else Verdict.WAIT)
     return findings
 
 

@@ -1,0 +1,313 @@
+"""The journal's SQLite file: schema, compare-and-set statements, used from one thread.
+
+Every method runs on the journal's own thread (see :class:`~inveterate_async.Journal`),
+which alone holds the connection. The file uses WAL with ``synchronous=FULL``: a committed
+write survives SIGKILL and power loss. Each writer that opens the file takes the lock on
+the file itself and a new run number; every state change names the row's expected state
+and that run number, so a writer that lost the journal to another changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .._errors import JournalError, JournalLockedError
+from .adjustments import AdjustmentRow, AdjustmentState, CandidateEntry
+from .journal_open import connect_reader, connect_writer
+from .lock import Hold
+from .rows import candidates_json, to_row
+
+_APPLICATION_ID = 0x49564A31  # "IVJ1": marks the file as an inveterate journal
+SCHEMA_VERSION = 2
+_COLUMNS = """
+    position      INTEGER PRIMARY KEY,
+    ref           TEXT NOT NULL UNIQUE,
+    customer_id   TEXT NOT NULL,
+    amount        TEXT NOT NULL,
+    note          TEXT,
+    force         INTEGER,
+    state         TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    resends       INTEGER NOT NULL DEFAULT 0,
+    sent_note     TEXT,
+    first_sent_at TEXT,
+    last_sent_at  TEXT,
+    entry_id      TEXT,
+    error         TEXT,
+    candidates    TEXT,
+    added_at      TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    run           INTEGER NOT NULL DEFAULT 0,
+    sent_run      INTEGER,
+    sent_clock    REAL,
+    resent_run    INTEGER,
+    UNIQUE (customer_id, entry_id)
+"""
+# run: the last run whose batch listed the row; sent_run and sent_clock: the run that last
+# sent it and when, on that run's monotonic clock; resent_run: the last run that re-sent it.
+_HOLDER = (
+    "CREATE TABLE holder (only INTEGER PRIMARY KEY CHECK (only = 1), "
+    "run INTEGER NOT NULL, pid INTEGER, host TEXT, since TEXT);"
+    "INSERT INTO holder VALUES (1, 0, NULL, NULL, NULL);"
+)
+_SCHEMA = (
+    f"CREATE TABLE adjustments ({_COLUMNS});"
+    "CREATE INDEX adjustments_by_member ON adjustments (customer_id);" + _HOLDER
+)
+_UPGRADE_1 = (
+    "ALTER TABLE adjustments ADD COLUMN run INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE adjustments ADD COLUMN sent_run INTEGER;"
+    "ALTER TABLE adjustments ADD COLUMN sent_clock REAL;"
+    "ALTER TABLE adjustments ADD COLUMN resent_run INTEGER;"
+    "UPDATE adjustments SET state = 'unknown' WHERE state = 'sending';" + _HOLDER
+)
+_FENCE = "(SELECT run FROM holder) = ?"
+
+
+def wall_time() -> str:
+    """The time now, as stored."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+class JournalFile:
+    """An open journal file (and, for writing, its lock and run number).
+
+    :param path: the file; created when opened for writing.
+    :param read_only: open without the lock, and never write.
+    :raises JournalLockedError: for writing, when another holds the lock.
+    :raises JournalError: no such file (read-only), not a journal, or unusable.
+    """
+
+    def __init__(self, path: str, *, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.run = 0
+        self.connection: sqlite3.Connection | None = None
+        self._hold: Hold | None = None
+        self._blank = False  # read-only, and the file has no schema yet
+        try:
+            if read_only:
+                self.connection, self._hold = connect_reader(path)
+            else:
+                self.connection, self._hold = connect_writer(path, self._holder_text)
+            self.connection.row_factory = sqlite3.Row
+            self._prepare(self.connection)
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            message = f"cannot use {path} as a journal: {exc}"
+            raise JournalError(message, path=path) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _holder_text(self, connection: sqlite3.Connection) -> str:
+        try:
+            found = connection.execute("SELECT pid, host, since FROM holder").fetchone()
+        except sqlite3.Error:
+            found = None
+        if found is None or found[0] is None:
+            return "another process"
+        return f"pid {found[0]} on {found[1]} since {found[2]}"
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables and application_id != _APPLICATION_ID:
+            raise JournalError(f"{self.path} is not an inveterate journal", path=self.path)
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} was written by a newer inveterate-async (journal version "
+                f"{version}); upgrade to use it",
+                path=self.path,
+            )
+        if self.read_only:
+            # No tables: new, or its creator died before the schema was committed.
+            self._blank = not tables
+            return
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        if not tables:
+            script = f"{_SCHEMA}PRAGMA application_id={_APPLICATION_ID};"
+        elif version < SCHEMA_VERSION:
+            script = _UPGRADE_1
+        else:
+            script = ""
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        connection.executescript(
+            f"BEGIN IMMEDIATE;{script}PRAGMA user_version={SCHEMA_VERSION};"
+            f"UPDATE holder SET run = run + 1, pid = {os.getpid()}, "
+            f"host = {_quote(socket.gethostname())}, since = {_quote(since)};COMMIT;"
+        )
+        self.run = connection.execute("SELECT run FROM holder").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection, then release the lock; safe to call more than once."""
+        connection, self.connection = self.connection, None
+        try:
+            if connection is not None:
+                connection.close()
+        finally:
+            hold, self._hold = self._hold, None
+            if hold is not None:
+                hold.release()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self.connection is None:
+            raise RuntimeError("the journal is not open")
+        return self.connection
+
+    # --- reading --------------------------------------------------------------------------
+
+    def select(
+        self, where: str = "1", params: Sequence[Any] = (), limit: int = -1
+    ) -> list[AdjustmentRow]:
+        """The rows matching an SQL condition, in journal order."""
+        if self._blank:
+            return []
+        query = f"SELECT * FROM adjustments WHERE {where} ORDER BY position LIMIT ?"
+        return [to_row(record) for record in self.db.execute(query, (*params, limit))]
+
+    def select_after(
+        self, where: str, params: Sequence[Any], limit: int
+    ) -> list[tuple[int, AdjustmentRow]]:
+        """Rows matching ``where`` with their positions, in journal order."""
+        if self._blank:
+            return []
+        query = f"SELECT * FROM adjustments WHERE {where} ORDER BY position LIMIT ?"
+        return [(r["position"], to_row(r)) for r in self.db.execute(query, (*params, limit))]
+
+    def by_member(
+        self, where: str, after: tuple[str, int], limit: int
+    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+        """Up to ``limit`` rows matching ``where`` (with ``:run`` for this run) after
+        ``after`` in (member, position) order, each with its position, sending run and
+        sending time."""
+        if self._blank:
+            return []
+        query = (
+            "SELECT * FROM adjustments WHERE (customer_id, position) > (:member, :position) "
+            f"AND ({where}) ORDER BY customer_id, position LIMIT :limit"
+        )
+        params = {"member": after[0], "position": after[1], "limit": limit, "run": self.run}
+        return [
+            (to_row(r), r["position"], r["sent_run"], r["sent_clock"])
+            for r in self.db.execute(query, params)
+        ]
+
+    def member_stored(
+        self, customer_id: str
+    ) -> list[tuple[AdjustmentRow, int | None, float | None]]:
+        """Every row of a member, with its sending run and time, in journal order."""
+        query = "SELECT * FROM adjustments WHERE customer_id = ? ORDER BY position"
+        return [
+            (to_row(r), r["sent_run"], r["sent_clock"])
+            for r in self.db.execute(query, (customer_id,))
+        ]
+
+    def claimed(self, customer_id: str) -> set[str]:
+        """The ledger entries claimed by the member's rows."""
+        query = "SELECT entry_id FROM adjustments WHERE customer_id = ? AND entry_id IS NOT NULL"
+        return {entry_id for (entry_id,) in self.db.execute(query, (customer_id,))}
+
+    def states(self) -> sqlite3.Cursor:
+        """``(state, amount)`` of every row, for counting."""
+        if self._blank:
+            return self.db.execute("SELECT NULL, NULL WHERE 0")
+        return self.db.execute("SELECT state, amount FROM adjustments")
+
+    # --- compare-and-set updates (inside :meth:`transaction`) -----------------------------
+
+    def mark_sent(
+        self, ref: str, expected: AdjustmentState, sent_note: str | None, clock: float
+    ) -> bool:
+        """Mark a row unknown before its POST leaves; False if it is not ``expected``."""
+        resend = expected is AdjustmentState.NOT_APPLIED
+        stamp = wall_time()
+        sql = (
+            "UPDATE adjustments SET state = 'unknown', attempts = attempts + 1, "
+            "resends = resends + ?, sent_note = ?, first_sent_at = coalesce(first_sent_at, ?), "
+            "last_sent_at = ?, sent_run = ?, sent_clock = ?, "
+            "resent_run = CASE WHEN ? THEN ? ELSE resent_run END, error = NULL, "
+            f"updated_at = ? WHERE ref = ? AND state = ? AND {_FENCE}"
+        )
+        values = (int(resend), sent_note, stamp, stamp, self.run, clock, int(resend), self.run)
+        return self._changed(sql, (*values, stamp, ref, expected.value, self.run))
+
+    def record(
+        self,
+        ref: str,
+        expected: AdjustmentState,
+        state: AdjustmentState,
+        entry_id: str | None,
+        error: str | None,
+        candidates: Sequence[CandidateEntry],
+    ) -> bool:
+        """Set a row's state and details; False if it is not ``expected``."""
+        sql = (
+            "UPDATE adjustments SET state = ?, entry_id = coalesce(?, entry_id), "
+            "error = coalesce(?, error), candidates = ?, updated_at = ? "
+            f"WHERE ref = ? AND state = ? AND {_FENCE}"
+        )
+        values = (state.value, entry_id, error, candidates_json(candidates), wall_time())
+        return self._changed(sql, (*values, ref, expected.value, self.run))
+
+    def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
+        return self.db.execute(sql, params).rowcount == 1
+
+    def transaction(self, updates: list[Callable[[], Any]]) -> list[Any]:
+        """Run the updates in one transaction: each one's result, or its error (undone).
+
+        :raises JournalLockedError: another writer took the journal; nothing changed.
+        """
+        results: list[Any] = []
+        self.begin()
+        try:
+            if self.db.execute("SELECT run FROM holder").fetchone()[0] != self.run:
+                raise JournalLockedError(
+                    f"journal {self.path} was opened for writing by another run "
+                    f"({self._holder_text(self.db)}); this run stopped",
+                    path=self.path,
+                    holder=self._holder_text(self.db),
+                )
+            for update in updates:
+                self.db.execute("SAVEPOINT one_update")
+                try:
+                    results.append(update())
+                except sqlite3.Error as exc:
+                    self.db.execute("ROLLBACK TO one_update")
+                    results.append(JournalError(f"journal {self.path}: {exc}", path=self.path))
+                self.db.execute("RELEASE one_update")
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return results
+
+    def begin(self) -> None:
+        """Start a write transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit the transaction."""
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Undo the transaction, if one is open; a failing ROLLBACK is not raised, so
+        that the error that caused it is the one reported."""
+        if self.connection is not None and self.connection.in_transaction:
+            # SQLite may have rolled back already (a full disk, an I/O error).
+            with contextlib.suppress(sqlite3.Error):
+                self.connection.execute("ROLLBACK")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
