@@ -356,10 +356,13 @@ class JournalError(InveterateError):
 
 
 class JournalLockedError(JournalError):
-    """Another process (or another call in this one) holds the journal's lock.
+    """Another writer has the journal: another process, or another ``Journal`` (or
+    ``apply_credits`` call) in this one.
 
-    ``holder`` is what the holder wrote in the lock file (its pid, host and start time).
-    Nothing was sent.
+    ``holder`` says who, as far as known: the pid, host and start time the holder recorded
+    in the journal. Raised when opening, before anything is sent; or mid-run if another
+    writer took the journal over (the run stops; rows it was sending are unknown, and the
+    next run looks them up in the ledger first).
     """
 
     _repr_fields: tuple[str, ...] = ("message", "path", "holder")

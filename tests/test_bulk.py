@@ -487,16 +487,6 @@ async def test_a_write_shown_after_the_settle_window_is_the_documented_limit(
     assert (row.attempts, row.resends) == (2, 1)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: a re-sent row, once applied with its entry id, is never read again by a "
-        "later run (reconcile.TAGGED and UNTAGGED take applied rows only with "
-        "sent_run = this run or without an entry id; send_pass.UNCERTAIN likewise), so a "
-        "late first write never puts it in needs_review, although docs/bulk.md says the "
-        "next look that sees both entries does"
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize("tag_notes", [True, False])
 async def test_a_late_first_write_of_a_resent_row_is_flagged_by_a_later_run(
     tmp_path: Path, tag_notes: bool
@@ -522,15 +512,6 @@ async def test_a_late_first_write_of_a_resent_row_is_flagged_by_a_later_run(
     assert sorted(c.entry_id for c in row.candidates) == [e["id"] for e in entries]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: send_pass.decide_found takes the one tagged entry it sees as the row's own "
-        "and overwrites the entry id the re-send's 201 echoed: a late first write seen "
-        "right after a re-send is recorded as the row's entry (applied), not as a second "
-        "entry (needs review), and the row is never looked at again"
-    ),
-    strict=True,
-)
 async def test_a_late_first_write_seen_after_a_resend_needs_review(tmp_path: Path) -> None:
     async with world(visibility_delay=400) as w:
         w.sandbox.fail_next(500, method="POST", apply=True)
@@ -554,16 +535,6 @@ async def test_a_late_first_write_seen_after_a_resend_needs_review(tmp_path: Pat
     assert not report.all_applied
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: sending.outcome maps a 429 (and a refused key, and a connection that never "
-        "reached the API) to PENDING even for a re-send of a not_applied row, whose first "
-        "send may have been applied late: the next run sends it again without "
-        "resend_unconfirmed and, untagged (or check_ledger_first=False), without "
-        "reconciling it first; the row also becomes editable"
-    ),
-    strict=True,
-)
 async def test_a_resend_that_never_reached_the_api_stays_not_applied(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     async with world(visibility_delay=600) as w:
@@ -596,15 +567,6 @@ async def test_a_late_write_is_found_before_a_resend(tmp_path: Path) -> None:
     assert row.entry_id == entry["id"]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: rows are reconciled by the run's tag_notes, not by how they were sent: a row "
-        "sent untagged (the previous default) and left unknown is looked for by its tag, "
-        "never found, so it becomes not_applied and, with resend_unconfirmed, is applied "
-        "twice"
-    ),
-    strict=True,
-)
 async def test_a_row_sent_untagged_is_found_by_a_tagged_rerun(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     arrived = asyncio.Event()
@@ -870,14 +832,6 @@ async def test_an_open_journal_can_be_passed_and_is_not_closed(tmp_path: Path) -
         assert [row.ref for row in await journal.rows()] == ["gold:1", "gold:2"]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: the run number is taken per Journal.open, not per apply_credits call, so a "
-        "second call on the same open Journal finds its batch's refs 'listed by this run' "
-        "already and refuses them as given twice (merge.py, record['run'] == run)"
-    ),
-    strict=True,
-)
 async def test_a_batch_applied_again_through_the_same_open_journal_resumes(
     tmp_path: Path,
 ) -> None:
@@ -890,14 +844,6 @@ async def test_a_batch_applied_again_through_the_same_open_journal_resumes(
     assert second.all_applied
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: a second apply_credits call on the same open Journal shares the first call's "
-        "run number, so the first batch's pending rows count as listed by the second batch "
-        "and are sent (send_pass.TO_SEND, run = :run)"
-    ),
-    strict=True,
-)
 async def test_an_earlier_calls_rows_are_left_alone_on_the_same_open_journal(
     tmp_path: Path,
 ) -> None:

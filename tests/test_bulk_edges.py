@@ -24,6 +24,7 @@ from inveterate_async import (
     CreditAdjustment,
     InveterateClient,
     Journal,
+    JournalError,
     JournalLockedError,
 )
 from inveterate_async._bulk import journal_open
@@ -244,24 +245,44 @@ async def test_a_row_from_an_earlier_run_gets_a_whole_window_in_this_one(tmp_pat
 # --- the journal: one writer, whatever the name -----------------------------------------------
 
 
-@pytest.mark.parametrize("link", ["symlink", "hardlink"])
-async def test_one_lock_whatever_name_reaches_the_journal(tmp_path: Path, link: str) -> None:
+@pytest.mark.parametrize("alias_kind", ["symlink", "dotted"])
+async def test_one_lock_whatever_name_reaches_the_journal(tmp_path: Path, alias_kind: str) -> None:
     path = tmp_path / "j.sqlite"
     other = tmp_path / "elsewhere"
     other.mkdir()
     async with Journal(path):
         pass
-    alias = other / "alias.sqlite"
-    if link == "symlink":
+    if alias_kind == "symlink":
+        alias = other / "alias.sqlite"
         alias.symlink_to(path)
     else:
-        alias.hardlink_to(path)
+        alias = other / ".." / "j.sqlite"
     async with Journal(path):
         with pytest.raises(JournalLockedError, match="this process"):
             await Journal(alias).open()
     async with Journal(alias):  # released, and taken through the other name
         with pytest.raises(JournalLockedError):
             await Journal(path).open()
+
+
+async def test_a_journal_with_a_hard_link_is_refused_and_nothing_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    first, second = batch(2, 2)
+    async with world() as w:
+        await w.client.apply_credits([first], path, clock=w.clock)
+        (tmp_path / "other.sqlite").hardlink_to(path)
+        for name in (path, tmp_path / "other.sqlite"):
+            with pytest.raises(JournalError, match="2 hard links") as raised:
+                await w.client.apply_credits([first, second], name, clock=w.clock)
+            assert not isinstance(raised.value, JournalLockedError)
+            assert len(w.sandbox.requests) == 2  # the first run's read and POST only
+            with pytest.raises(JournalError, match="2 hard links"):
+                await Journal(name, read_only=True).open()
+        assert [r.customer_id for r in posts(w.sandbox)] == [first.customer_id]
+        (tmp_path / "other.sqlite").unlink()
+        report = await w.client.apply_credits([first, second], path, clock=w.clock)
+        assert refs_written(w.sandbox, ["0", "1"]) == {first.ref: 1, second.ref: 1}
+    assert report.all_applied
 
 
 async def test_two_runs_at_once_on_one_journal_apply_each_row_once(tmp_path: Path) -> None:

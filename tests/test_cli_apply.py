@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from inveterate_async import InveterateClient
+from inveterate_async import CreditAdjustment, InveterateClient
 from inveterate_async.cli import _apply
 from inveterate_async.cli._batchfile import BatchFile, BatchFileError
 
@@ -233,7 +233,8 @@ def test_a_ref_given_twice_is_a_usage_error_and_sends_nothing(
     assert "ref 'g:1' is given twice" in result.stderr
     assert server.requests("POST") == []
     shown = invoke(["credits", "journal", str(tmp_path / "j.sqlite")])
-    assert "total" in shown.stdout and " 0 " in shown.stdout
+    assert "total" in shown.stdout
+    assert " 0 " in shown.stdout
 
 
 def test_apply_asks_first_and_refuses_without_a_terminal(

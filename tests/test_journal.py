@@ -4,6 +4,7 @@ a batch, conflicts, crash safety and group commits."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pickle
 import random
@@ -47,6 +48,11 @@ def sql(path: Path, query: str) -> list[tuple[Any, ...]]:
         return connection.execute(query).fetchall()
     finally:
         connection.close()
+
+
+def lock_file_exists(path: Path) -> bool:
+    """Whether the lock file of releases that wrote journal version 1 is beside ``path``."""
+    return path.with_name(f"{path.name}.lock").exists()
 
 
 @pytest.fixture
@@ -347,7 +353,10 @@ async def test_the_lock_is_on_the_file_whatever_name_reaches_it(
             await Journal(name).open()
     await journal._merge([adjustment("b")])  # the holder goes on undisturbed
     await journal.close()
-    async with Journal(hard_link) as again:
+    with pytest.raises(JournalError, match="hard links"):  # refused once free: see below
+        await Journal(hard_link).open()
+    hard_link.unlink()
+    async with Journal(symlink) as again:
         assert [row.ref for row in await again.rows()] == ["a", "b"]
 
 
@@ -359,8 +368,6 @@ async def test_the_lock_is_held_by_another_process_and_freed_when_it_is_killed(
         pass
     symlink = tmp_path / "symlink.sqlite"
     symlink.symlink_to(path)
-    hard_link = tmp_path / "hard-link.sqlite"
-    os.link(path, hard_link)
     code = textwrap.dedent(
         f"""
         import asyncio, sys
@@ -383,8 +390,6 @@ async def test_the_lock_is_held_by_another_process_and_freed_when_it_is_killed(
         for name in (path, symlink):
             with pytest.raises(JournalLockedError, match=f"in use by pid {child.pid} on "):
                 await Journal(name).open()
-        with pytest.raises(JournalLockedError):
-            await Journal(hard_link).open()
         async with Journal(path, read_only=True) as reader:  # reading needs no lock
             assert await reader.rows() == []
     finally:
@@ -428,23 +433,24 @@ async def test_marked_sent_is_durable_and_left_unknown_by_a_crash(path: Path) ->
     assert (other.state, other.attempts) == (A.PENDING, 0)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: SQLite names the write-ahead log after the path it is opened by, so a journal "
-        "opened through a hard link (which Journal and lock.py document as the same "
-        "journal) does not see what a killed writer committed under the other name: a row "
-        "marked unknown reads as pending (and would be sent again), the run number is "
-        "taken twice, and what it writes is undone once the other name's log is replayed"
-    ),
-    strict=True,
-)
-async def test_a_hard_link_sees_what_a_killed_writer_committed(path: Path, tmp_path: Path) -> None:
+async def test_a_hard_link_is_refused_so_a_killed_writers_log_is_never_missed(
+    path: Path, tmp_path: Path
+) -> None:
+    # SQLite keeps the write-ahead log beside the name a file was opened by: through a
+    # second name, what the killed writer committed (row "a" marked unknown) would be
+    # unseen, and "a" sent again.
     async with Journal(path) as journal:
         await journal._merge([adjustment("a")])
+    await mark_sent_and_get_killed(path, "a")
     hard_link = tmp_path / "hard-link.sqlite"
     os.link(path, hard_link)
-    await mark_sent_and_get_killed(path, "a")
-    async with Journal(hard_link) as journal:
+    for name in (hard_link, path):
+        with pytest.raises(JournalError, match="2 hard links"):
+            await Journal(name).open()
+        with pytest.raises(JournalError, match="2 hard links"):
+            await Journal(name, read_only=True).open()
+    hard_link.unlink()
+    async with Journal(path) as journal:
         (row,) = await journal.rows()
         run = journal._run_number
     assert (row.state, run) == (A.UNKNOWN, 3)
@@ -567,14 +573,28 @@ async def test_a_version_1_journal_is_upgraded_when_opened_for_writing(path: Pat
     assert sql(path, "SELECT run, pid FROM holder") == [(1, os.getpid())]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Journal.iter_rows(states=...) filters on the stored text, so a version-1 "
-        "journal read without upgrading (read_only) leaves its 'sending' rows out of "
-        "iter_rows(states=[UNKNOWN]), although rows() and report() show them as unknown"
-    ),
-    strict=True,
-)
+async def test_a_version_1_journal_in_use_by_an_older_release_is_not_upgraded(
+    path: Path,
+) -> None:
+    # Releases that wrote version 1 locked PATH.lock, and do so before reading the version.
+    _version_1(path)
+    legacy = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(legacy, b"pid 4242 on old-host since 2026-01-01T00:00:00+00:00\n")
+        fcntl.flock(legacy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(JournalLockedError, match="pid 4242 on old-host") as raised:
+            await Journal(path).open()
+        assert raised.value.holder.startswith("pid 4242 on old-host")
+        assert sql(path, "PRAGMA user_version") == [(1,)]
+        assert journal_states(path)["a"] == "sending"
+    finally:
+        os.close(legacy)
+    async with Journal(path) as journal:  # the older run ended: upgraded now
+        assert [row.state for row in await journal.rows()] == [A.UNKNOWN, A.PENDING, A.APPLIED]
+    assert sql(path, "PRAGMA user_version") == [(2,)]
+    assert not lock_file_exists(path)
+
+
 async def test_iter_rows_finds_the_sending_rows_of_a_version_1_journal(path: Path) -> None:
     _version_1(path)
     async with Journal(path, read_only=True) as reader:
@@ -756,3 +776,25 @@ async def test_a_commit_that_ended_drops_nothing_queued_after_it(journal: Journa
     journal._drop_queued(ended)
     assert await waiter is True
     assert journal_states(Path(journal.path)) == {"a": "applied", "b": "applied"}
+
+
+@pytest.mark.parametrize("expected", [A.PENDING, A.NOT_APPLIED])
+async def test_a_mark_whose_post_never_left_is_undone_exactly(
+    journal: Journal, path: Path, expected: AdjustmentState
+) -> None:
+    # A row sent once before (answered 429, or found not applied), marked for a send that
+    # is cancelled before its POST leaves: it is put back as it was, counts and all.
+    await journal._merge([adjustment("a")])
+    await sent(journal, "a", "Gold [ref:a]")
+    assert await journal._record("a", A.UNKNOWN, expected, error="RateLimitError: slow down")
+    (before,) = await journal._member_stored("42")
+    columns = "resent_run, first_sent_at, last_sent_at"
+    stored_before = sql(path, f"SELECT {columns} FROM adjustments")
+    assert await journal._mark_sent("a", expected, "Gold [ref:a]", 99.0)
+    (marked,) = await journal._member_stored("42")
+    assert (marked.row.attempts, marked.sent_clock) == (2, 99.0)
+    assert await journal._unmark(before)
+    (after,) = await journal._member_stored("42")
+    assert after == before
+    assert sql(path, f"SELECT {columns} FROM adjustments")[0][1:] == stored_before[0][1:]
+    assert not await journal._unmark(before)  # not unknown any more: nothing to undo

@@ -292,7 +292,7 @@ def test_a_tagged_row_is_matched_by_its_one_entry_of_the_same_amount() -> None:
     assert twice.verdict is Verdict.AMBIGUOUS
     assert [e.key for e in twice.candidates] == ["twice-1", "twice-2"]
     assert contradiction(twice, row("c", "1.00")) == "2 ledger entries carry its tag"
-    resent = attrs.evolve(row("c", "1.00"), attempts=2)
+    resent = attrs.evolve(row("c", "1.00"), attempts=2, resends=1)
     assert contradiction(twice, resent) == "2 ledger entries carry its tag (applied twice)"
     wrong = find(ledger, row("d"))
     assert wrong.verdict is Verdict.AMBIGUOUS

@@ -30,6 +30,7 @@ from .adjustments import (
 )
 from .journal_file import JournalFile
 from .merge import CHUNK, Merge
+from .rows import LEGACY_SENDING
 from .stored import Stored
 
 T = TypeVar("T")
@@ -45,8 +46,9 @@ class Journal:
             report = await journal.report()
 
     :param path: the journal file; created (mode 0600) when opened for writing. It must
-        be on a local filesystem: the lock is an ``flock`` on the file itself, whatever
-        name reaches it (a symlink, a hard link).
+        be on a local filesystem, with one name: the lock is an ``flock`` on the file
+        itself, whatever path reaches it (a symlink too), and a file with a hard link is
+        refused (SQLite keeps the write-ahead log beside one name).
     :param read_only: read without taking the lock (while another process applies from
         it, say, or from a read-only copy); the file must exist.
     """
@@ -156,6 +158,8 @@ class Journal:
         """Yield the rows (only those in ``states``, if given) in journal order, reading
         a few hundred at a time."""
         wanted = None if states is None else sorted({AdjustmentState(s).value for s in states})
+        if wanted is not None and AdjustmentState.UNKNOWN.value in wanted:
+            wanted.append(LEGACY_SENDING)  # how version-1 journals store unknown
         where = "position > ?"
         if wanted is not None:
             where += f" AND state IN ({','.join('?' * len(wanted))})"
@@ -179,6 +183,13 @@ class Journal:
     def _run_number(self) -> int:
         """This writer's run number (0 when read-only)."""
         return self._opened().run
+
+    async def _new_run(self) -> int:
+        """Take the next run number: each ``apply_credits`` call is a run of its own.
+
+        :raises JournalLockedError: another writer took the journal.
+        """
+        return await self._run(self._opened().new_run)
 
     async def _merge(self, adjustments: Iterable[CreditAdjustment]) -> None:
         """Add a batch in one transaction (see :mod:`.merge`), reading it a chunk at a
@@ -227,6 +238,10 @@ class Journal:
         """Durably mark a row unknown before its POST leaves; False if it was not
         ``expected`` (another writer has it)."""
         return await self._commit(self._opened().mark_sent, ref, expected, sent_note, clock)
+
+    async def _unmark(self, previous: Stored) -> bool:
+        """Durably undo the mark of a row whose POST never left."""
+        return await self._commit(self._opened().unmark, previous)
 
     async def _record(
         self,
@@ -331,4 +346,4 @@ def _report(file: JournalFile) -> AdjustmentReport:
 
 
 def _state(text: str) -> AdjustmentState:
-    return AdjustmentState.UNKNOWN if text == "sending" else AdjustmentState(text)
+    return AdjustmentState.UNKNOWN if text == LEGACY_SENDING else AdjustmentState(text)

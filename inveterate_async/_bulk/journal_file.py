@@ -20,8 +20,9 @@ from typing import Any
 from .._errors import JournalError, JournalLockedError
 from .adjustments import AdjustmentRow, AdjustmentState, CandidateEntry
 from .journal_open import connect_reader, connect_writer
-from .lock import Hold
+from .lock import HeldElsewhere, Hold, legacy_lock
 from .rows import candidates_json, to_row
+from .stored import Stored
 
 _APPLICATION_ID = 0x49564A31  # "IVJ1": marks the file as an inveterate journal
 SCHEMA_VERSION = 2
@@ -91,11 +92,14 @@ class JournalFile:
         self.connection: sqlite3.Connection | None = None
         self._hold: Hold | None = None
         self._blank = False  # read-only, and the file has no schema yet
+        # SQLite names the write-ahead log after the path: through a symlink, the file's
+        # own name, so that every name reaches the same log.
+        real = os.path.realpath(path)
         try:
             if read_only:
-                self.connection, self._hold = connect_reader(path)
+                self.connection, self._hold = connect_reader(real)
             else:
-                self.connection, self._hold = connect_writer(path, self._holder_text)
+                self.connection, self._hold = connect_writer(real, self._holder_text)
             self.connection.row_factory = sqlite3.Row
             self._prepare(self.connection)
         except (sqlite3.Error, OSError) as exc:
@@ -140,12 +144,58 @@ class JournalFile:
         else:
             script = ""
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        connection.executescript(
+        script = (
             f"BEGIN IMMEDIATE;{script}PRAGMA user_version={SCHEMA_VERSION};"
             f"UPDATE holder SET run = run + 1, pid = {os.getpid()}, "
             f"host = {_quote(socket.gethostname())}, since = {_quote(since)};COMMIT;"
         )
+        if tables and version < SCHEMA_VERSION:
+            self._upgrade(connection, script)
+        else:
+            connection.executescript(script)
         self.run = connection.execute("SELECT run FROM holder").fetchone()[0]
+
+    def _upgrade(self, connection: sqlite3.Connection, script: str) -> None:
+        """Upgrade a version-1 journal, unless a run of an older release is using it."""
+        try:
+            with legacy_lock(self.path):
+                connection.executescript(script)
+        except HeldElsewhere as held:
+            holder = held.holder or "a run of an earlier inveterate-async"
+            raise JournalLockedError(
+                f"journal {self.path} is in use by {holder} (its {self.path}.lock); "
+                "nothing was sent: wait for it to finish, or stop it",
+                path=self.path,
+                holder=holder,
+            ) from None
+
+    def new_run(self) -> int:
+        """Take the next run number for one ``apply_credits`` call.
+
+        :raises JournalLockedError: another writer took the journal.
+        """
+        self.begin()
+        try:
+            taken = self.db.execute(
+                "UPDATE holder SET run = run + 1 WHERE run = ?", (self.run,)
+            ).rowcount
+            if taken != 1:
+                raise self._lost()
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        self.run += 1
+        return self.run
+
+    def _lost(self) -> JournalLockedError:
+        holder = self._holder_text(self.db)
+        return JournalLockedError(
+            f"journal {self.path} was opened for writing by another run ({holder}); "
+            "this run stopped",
+            path=self.path,
+            holder=holder,
+        )
 
     def close(self) -> None:
         """Close the connection, then release the lock; safe to call more than once."""
@@ -242,6 +292,32 @@ class JournalFile:
         values = (int(resend), sent_note, stamp, stamp, self.run, clock, int(resend), self.run)
         return self._changed(sql, (*values, stamp, ref, expected.value, self.run))
 
+    def unmark(self, previous: Stored) -> bool:
+        """Undo :meth:`mark_sent` of a row whose POST never left; False if the row is not
+        unknown (then nothing was marked)."""
+        row = previous.row
+        resend = row.state is AdjustmentState.NOT_APPLIED
+        sql = (
+            "UPDATE adjustments SET state = ?, attempts = ?, resends = ?, sent_note = ?, "
+            "first_sent_at = ?, last_sent_at = ?, sent_run = ?, sent_clock = ?, "
+            "resent_run = CASE WHEN ? THEN NULL ELSE resent_run END, error = ?, "
+            f"updated_at = ? WHERE ref = ? AND state = 'unknown' AND {_FENCE}"
+        )
+        values = (
+            row.state.value,
+            row.attempts,
+            row.resends,
+            row.sent_note,
+            _stamp(row.first_sent_at),
+            _stamp(row.last_sent_at),
+            previous.sent_run,
+            previous.sent_clock,
+            int(resend),
+            row.error,
+            wall_time(),
+        )
+        return self._changed(sql, (*values, row.ref, self.run))
+
     def record(
         self,
         ref: str,
@@ -272,12 +348,7 @@ class JournalFile:
         self.begin()
         try:
             if self.db.execute("SELECT run FROM holder").fetchone()[0] != self.run:
-                raise JournalLockedError(
-                    f"journal {self.path} was opened for writing by another run "
-                    f"({self._holder_text(self.db)}); this run stopped",
-                    path=self.path,
-                    holder=self._holder_text(self.db),
-                )
+                raise self._lost()
             for update in updates:
                 self.db.execute("SAVEPOINT one_update")
                 try:
@@ -307,6 +378,10 @@ class JournalFile:
             # SQLite may have rolled back already (a full disk, an I/O error).
             with contextlib.suppress(sqlite3.Error):
                 self.connection.execute("ROLLBACK")
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _quote(text: str) -> str:

@@ -37,6 +37,7 @@ def connect_writer(
             holder=holder,
         ) from None
     try:
+        _refuse_links(path, os.stat(path))
         connection = sqlite3.connect(path, isolation_level=None)
         if not same_file(path, hold):
             connection.close()
@@ -66,6 +67,7 @@ def connect_reader(path: str) -> tuple[sqlite3.Connection, Hold]:
     """
     if not os.path.isfile(path):
         raise JournalError(f"no journal at {path}", path=path)
+    _refuse_links(path, os.stat(path))
     hold = mark_reader(path)
     uri = f"file:{quote(os.path.abspath(path))}"
     error: sqlite3.Error | None = None
@@ -87,6 +89,19 @@ def connect_reader(path: str) -> tuple[sqlite3.Connection, Hold]:
         return connection, hold
     hold.release()
     raise JournalError(f"cannot read the journal {path}: {error}", path=path)
+
+
+def _refuse_links(path: str, stat: os.stat_result) -> None:
+    """Refuse a journal file with more than one name: SQLite names its write-ahead log
+    after the name it was opened by, so two names would be two journals' worth of
+    uncommitted state over one file."""
+    if stat.st_nlink > 1:
+        raise JournalError(
+            f"journal {path} has {stat.st_nlink} hard links; a journal must have one name "
+            f"(its write-ahead log is kept beside that name): remove the other links "
+            f"(find / -samefile {path}) and run again",
+            path=path,
+        )
 
 
 def _has_log(path: str) -> bool:

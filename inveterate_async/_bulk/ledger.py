@@ -71,7 +71,7 @@ def find(ledger: Ledger, row: AdjustmentRow) -> Finding:
 def contradiction(finding: Finding, row: AdjustmentRow) -> str:
     """Why a tagged row's entries need a person."""
     if len(finding.candidates) > 1:
-        twice = " (applied twice)" if row.attempts > 1 else ""
+        twice = " (applied twice)" if row.resends else ""
         return f"{len(finding.candidates)} ledger entries carry its tag{twice}"
     amount = finding.candidates[0].amount
     return f"its tagged entry has amount {amount}, not {row.adjustment.amount}"

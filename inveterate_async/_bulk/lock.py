@@ -1,7 +1,8 @@
 """The journal's lock: an exclusive ``flock`` on the journal file itself.
 
-The lock is on the file, not on a name: a symlink, a hard link or a bind mount reaches
-the same lock. The kernel frees it when its holder ends, SIGKILL included. It needs a
+The lock is on the file, not on a name: a symlink or a second name reaches the same
+lock (and a journal with a second name, a hard link, is refused when opened: see
+:mod:`.journal_open`). The kernel frees it when its holder ends, SIGKILL included. It needs a
 local filesystem, as SQLite's WAL mode does.
 
 SQLite's own locks are POSIX record locks, which a process loses on *every* descriptor
@@ -12,9 +13,11 @@ process has open through SQLite is never closed while that connection lives: it 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 
 import attrs
 
@@ -32,11 +35,13 @@ _in_use: dict[tuple[int, int], _InUse] = {}
 
 
 class HeldElsewhere(Exception):
-    """The lock is held: by this process (``here``), or by another one."""
+    """The lock is held: by this process (``here``), or by another one (``holder``, when
+    known)."""
 
-    def __init__(self, here: bool) -> None:
+    def __init__(self, here: bool, holder: str | None = None) -> None:
         super().__init__("the journal's lock is held")
         self.here = here
+        self.holder = holder
 
 
 @attrs.define
@@ -113,3 +118,27 @@ def same_file(path: str, hold: Hold) -> bool:
         return _key(os.stat(path)) == hold.key
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def legacy_lock(path: str) -> Iterator[None]:
+    """Hold ``PATH.lock``, the lock of releases that wrote journal version 1, while such
+    a journal is upgraded: a run of an older release that holds it is still writing.
+    Older releases take it before they read the version, so once upgraded they refuse the
+    journal; the file is removed afterwards.
+
+    :raises HeldElsewhere: an older release's run holds it.
+    """
+    name = f"{path}.lock"
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+            raise HeldElsewhere(here=False, holder=holder or None) from None
+        yield
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ from .lookalike import Finding, Sent, Standing, Verdict, reconcile
 from .members import Unit
 from .send_pass import decide_found
 from .stored import Stored
+from .tags import ref_of
 
 TAGGED = (
     "state = 'unknown' OR "
@@ -32,7 +33,10 @@ TAGGED = (
 EARLIER_NOT_APPLIED = (
     "state = 'not_applied' AND run = :run AND sent_run IS NOT :run AND resent_run IS NOT :run"
 )
-UNTAGGED = "state IN ('unknown', 'not_applied') OR (state = 'applied' AND entry_id IS NULL)"
+UNTAGGED = (
+    "state IN ('unknown', 'not_applied') OR "
+    "(state = 'applied' AND (entry_id IS NULL OR resends > 0))"
+)
 
 _TWICE = (
     "re-sent after it was found not applied, and the ledger now has more such entries "
@@ -57,22 +61,34 @@ class Windows:
 
 
 async def reconcile_member(ctx: RunContext, unit: Unit) -> None:
-    """Decide a member's rows of uncertain outcome."""
-    if ctx.options.tag_notes:
-        await _tagged(ctx, unit)
-    elif unit.look.claim():
+    """Decide a member's rows of uncertain outcome, each by how it was sent: a row sent
+    without its tag (untagged runs, journals of earlier versions) by the look-alike
+    matcher, the others by their tags."""
+    if not ctx.options.tag_notes:
+        if unit.look.claim():
+            await _untagged(ctx, unit.member)
+        return
+    tagged = [stored for stored in unit.rows if sent_tagged(stored.row)]
+    if len(tagged) < len(unit.rows) and unit.look.claim():
         await _untagged(ctx, unit.member)
+    await _tagged(ctx, tagged, unit.member)
 
 
-async def _tagged(ctx: RunContext, unit: Unit) -> None:
-    waiting = list(unit.rows)
+def sent_tagged(row: AdjustmentRow) -> bool:
+    """Whether the row was sent with its tag."""
+    return ref_of(row.sent_note) == row.ref
+
+
+async def _tagged(ctx: RunContext, rows: list[Stored], member: str) -> None:
+    waiting = rows
     windows = Windows(ctx)
     reads = 0
     while waiting and ctx.stopped_by is None:
         started = ctx.options.clock()
-        windows.first_try = windows.first_try or started
+        if windows.first_try is None:
+            windows.first_try = started
         try:
-            ledger = await read_ledger(ctx.api, unit.member, keep_all=False)
+            ledger = await read_ledger(ctx.api, member, keep_all=False)
         except InveterateError as error:
             if await _unread(ctx, error, waiting, windows, started):
                 return
@@ -114,6 +130,8 @@ async def _unread(
 
 async def _untagged(ctx: RunContext, member: str) -> None:
     stored = {s.row.ref: s for s in await ctx.journal._member_stored(member)}
+    if ctx.options.tag_notes:  # the rows sent with tags are decided by them
+        stored = {ref: s for ref, s in stored.items() if not sent_tagged(s.row)}
     rows = {ref: s.row for ref, s in stored.items()}
     sent = {ref: s for ref, row in rows.items() if (s := _as_sent(row)) is not None}
     if not any(s.standing in (Standing.UNDECIDED, Standing.RESENT) for s in sent.values()):
@@ -125,7 +143,8 @@ async def _untagged(ctx: RunContext, member: str) -> None:
     reads = 0
     while ctx.stopped_by is None:
         started = ctx.options.clock()
-        windows.first_try = windows.first_try or started
+        if windows.first_try is None:
+            windows.first_try = started
         try:
             ledger = await read_ledger(ctx.api, member, keep_all=True)
         except InveterateError as error:

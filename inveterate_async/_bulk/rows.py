@@ -27,6 +27,9 @@ def content(adjustment: CreditAdjustment) -> tuple[Any, ...]:
     )
 
 
+LEGACY_SENDING = "sending"
+
+
 def to_row(record: sqlite3.Row) -> AdjustmentRow:
     """The :class:`AdjustmentRow` of a database row."""
     force = record["force"]
@@ -41,7 +44,7 @@ def to_row(record: sqlite3.Row) -> AdjustmentRow:
     return AdjustmentRow(
         adjustment,
         # Journals of version 1 marked rows "sending" before their POST: unknown now.
-        AdjustmentState.UNKNOWN if state == "sending" else AdjustmentState(state),
+        AdjustmentState.UNKNOWN if state == LEGACY_SENDING else AdjustmentState(state),
         attempts=record["attempts"],
         resends=record["resends"],
         sent_note=record["sent_note"],

@@ -52,6 +52,7 @@ async def apply_credits(
         raise JournalError("the journal is in use by another apply_credits call", path=store.path)
     store.busy = True
     try:
+        await store._new_run()
         ctx = RunContext(api, store, options)
         try:
             return await _execute(ctx, adjustments)

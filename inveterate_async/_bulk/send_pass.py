@@ -23,14 +23,19 @@ from .stored import Stored
 
 # Rows this run's batch lists and has not sent; rows whose outcome the ledger may tell.
 TO_SEND = "run = :run AND state = 'pending'"
-UNCERTAIN = "state IN ('unknown', 'not_applied') OR (state = 'applied' AND entry_id IS NULL)"
+UNCERTAIN = (
+    "state IN ('unknown', 'not_applied') OR "
+    "(state = 'applied' AND (entry_id IS NULL OR resends > 0))"
+)
 TO_RESEND = "run = :run AND state = 'not_applied' AND resent_run IS NOT :run"
+
+_LATE_FIRST = "a ledger entry carries its tag besides the one its re-send created"
 
 
 async def send_member(ctx: RunContext, unit: Unit) -> None:
     """Look at the member's ledger if it has something to tell, then send its rows."""
     tagged = ctx.options.tag_notes
-    pending = [s.row for s in unit.rows if s.row.state is AdjustmentState.PENDING]
+    pending = [s for s in unit.rows if s.row.state is AdjustmentState.PENDING]
     uncertain = [s for s in unit.rows if s.row.state is not AdjustmentState.PENDING]
     ledger: Ledger | None = None
     if tagged and ((ctx.options.check_ledger_first and pending) or uncertain):
@@ -43,9 +48,10 @@ async def send_member(ctx: RunContext, unit: Unit) -> None:
             return
         for stored in uncertain:
             await decide_found(ctx, stored, ledger)
-    for row in pending:
+    for stored in pending:
         if ctx.stopped_by is not None:
             return
+        row = stored.row
         if ledger is not None and ctx.options.check_ledger_first:
             finding = find(ledger, row)
             if finding.verdict is Verdict.MATCHED and finding.entry is not None:
@@ -54,7 +60,7 @@ async def send_member(ctx: RunContext, unit: Unit) -> None:
             if finding.verdict is Verdict.AMBIGUOUS:
                 await review(ctx, row, finding)
                 continue
-        await send(ctx, row)
+        await send(ctx, stored)
 
 
 async def resend_member(ctx: RunContext, unit: Unit) -> None:
@@ -62,7 +68,7 @@ async def resend_member(ctx: RunContext, unit: Unit) -> None:
     for stored in unit.rows:
         if ctx.stopped_by is not None:
             return
-        await send(ctx, stored.row)
+        await send(ctx, stored)
 
 
 async def decide_found(ctx: RunContext, stored: Stored, ledger: Ledger) -> bool:
@@ -73,8 +79,18 @@ async def decide_found(ctx: RunContext, stored: Stored, ledger: Ledger) -> bool:
     row = stored.row
     finding = find(ledger, row)
     if finding.verdict is Verdict.MATCHED and finding.entry is not None:
-        if row.state is not AdjustmentState.APPLIED or row.entry_id != finding.entry.key:
-            await ctx.record(row, AdjustmentState.APPLIED, entry_id=finding.entry.key)
+        key = finding.entry.key
+        if row.resends and row.entry_id is not None and row.entry_id != key:
+            # The re-send's answer named its entry; this other tagged one is the first
+            # send's, applied late.
+            await ctx.record(
+                row,
+                AdjustmentState.NEEDS_REVIEW,
+                candidates=[as_candidate(finding.entry)],
+                error=f"{_LATE_FIRST} (entry {row.entry_id}): applied twice",
+            )
+        elif row.state is not AdjustmentState.APPLIED or row.entry_id != key:
+            await ctx.record(row, AdjustmentState.APPLIED, entry_id=key)
         return True
     if finding.verdict is Verdict.AMBIGUOUS:
         await review(ctx, row, finding)
@@ -95,7 +111,7 @@ async def review(ctx: RunContext, row: AdjustmentRow, finding: Finding) -> None:
 async def _unread(
     ctx: RunContext,
     error: InveterateError,
-    pending: list[AdjustmentRow],
+    pending: list[Stored],
     uncertain: list[Stored],
 ) -> None:
     """A member's ledger could not be read: nothing of it is sent."""
@@ -104,7 +120,7 @@ async def _unread(
         return
     text = f"could not read the ledger: {describe(error)}"
     state = AdjustmentState.REJECTED if is_missing_member(error) else AdjustmentState.PENDING
-    for row in pending:
-        await ctx.record(row, state, error=text)
+    for stored in pending:
+        await ctx.record(stored.row, state, error=text)
     for stored in uncertain:
         await ctx.record(stored.row, stored.row.state, error=text)

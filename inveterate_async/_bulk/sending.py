@@ -28,6 +28,7 @@ from .._models import CreditResult
 from .adjustments import AdjustmentRow, AdjustmentState, CreditAdjustment
 from .context import RunContext, taken
 from .ledger import describe, is_auth_failure, is_missing_member
+from .stored import Stored
 
 
 def outcome(error: InveterateError) -> AdjustmentState:
@@ -53,19 +54,21 @@ def note_to_send(ctx: RunContext, row: AdjustmentRow) -> str | None:
     return adjustment.tagged_note() if ctx.options.tag_notes else adjustment.note
 
 
-async def send(ctx: RunContext, row: AdjustmentRow) -> None:
+async def send(ctx: RunContext, stored: Stored) -> None:
     """Send one pending (or not applied) row and record what the answer proves.
 
     :raises JournalLockedError: another writer changed the row.
     """
+    row = stored.row
     adjustment = row.adjustment
     note = note_to_send(ctx, row)
     journal = ctx.journal
     try:
         marked = await journal._mark_sent(row.ref, row.state, note, ctx.options.clock())
     except asyncio.CancelledError:
-        # Nothing has left yet: put the row back (the mark may have been written).
-        await journal._record(row.ref, AdjustmentState.UNKNOWN, row.state)
+        # Nothing has left yet: put the row back as it was (the mark may have been
+        # written).
+        await journal._unmark(stored)
         raise
     if not marked:
         raise taken(journal, row)
@@ -86,6 +89,9 @@ async def send(ctx: RunContext, row: AdjustmentRow) -> None:
         )
     except InveterateError as error:
         state = outcome(error)
+        if resend and state in (AdjustmentState.PENDING, AdjustmentState.REJECTED):
+            # This POST did nothing, but the first one may yet show up in the ledger.
+            state = AdjustmentState.NOT_APPLIED
         if is_auth_failure(error):
             ctx.stop(error)
         await ctx.record(sent, state, error=describe(error))
