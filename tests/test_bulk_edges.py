@@ -33,7 +33,7 @@ from inveterate_async._bulk.lock import Hold
 from inveterate_async._bulk.tags import ref_of, tagged_note
 from inveterate_async.testing import RecordedRequest, Sandbox
 
-from .bulk_helpers import nonzero, posts, refs_written, world
+from .bulk_helpers import journal_states, nonzero, posts, refs_written, world
 from .conftest import API_KEY
 
 A = AdjustmentState
@@ -328,6 +328,33 @@ async def test_a_writer_that_lost_the_journal_changes_and_sends_nothing(
             await older.close()
             await newer.close()
         once_each(w.sandbox, rows)
+
+
+async def test_a_row_changed_under_a_run_while_its_post_is_out_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    # The outcome of a POST is recorded without waiting (the next mark, or the end of the
+    # pass, waits for it): a record that finds its row changed still stops the run.
+    path = tmp_path / "j.sqlite"
+    rows = batch(12, 1)
+
+    def meddle(request: RecordedRequest) -> bool:
+        if request.json()["note"] == tagged_note(None, rows[0].ref):
+            other = sqlite3.connect(path)
+            with other:
+                other.execute("UPDATE adjustments SET state = 'rejected' WHERE ref = 'g:0'")
+            other.close()
+        return False  # observes only: the sandbox applies it
+
+    async with world() as w:
+        w.sandbox.fail_next(method="POST", times=100, match=meddle)
+        with pytest.raises(JournalLockedError, match="'g:0' was changed by another writer"):
+            await w.client.apply_credits(rows, path, clock=w.clock, concurrency=1)
+        sent = len(posts(w.sandbox))
+    states = journal_states(path)
+    assert states["g:0"] == "rejected"  # the other writer's change stands
+    assert sent < len(rows)  # stopped before the member's last rows
+    assert list(states.values()).count("pending") == len(rows) - sent
 
 
 async def test_every_state_change_is_compare_and_set(tmp_path: Path) -> None:

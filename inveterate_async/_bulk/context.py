@@ -28,6 +28,9 @@ class RunContext:
         self.run = journal._run_number
         self.may_have_sent = False
         self.stopped_by: InveterateError | None = None
+        # Records queued without waiting (see record_soon), and the first that failed.
+        self._unsettled: set[asyncio.Future[bool]] = set()
+        self._failure: Exception | None = None
 
     def notify(self, row: AdjustmentRow) -> None:
         """Report a row's new state to ``on_progress``."""
@@ -66,6 +69,54 @@ class RunContext:
         )
         self.notify(new)
         return new
+
+
+    def record_soon(
+        self,
+        row: AdjustmentRow,
+        state: AdjustmentState,
+        *,
+        entry_id: str | None = None,
+        error: str | None = None,
+    ) -> AdjustmentRow:
+        """Move a row to ``state`` in the next group commit, and report it, without
+        waiting: for the outcome of a POST, whose durability the next mark (committed in
+        the same or a later group) or :meth:`settle` waits for. A failure is raised by
+        :meth:`check` or :meth:`settle`."""
+        queued = self.journal._record_soon(row.ref, row.state, state, entry_id, error)
+        self._unsettled.add(queued)
+
+        def settled(future: asyncio.Future[bool]) -> None:
+            self._unsettled.discard(future)
+            if future.cancelled() or self._failure is not None:
+                return
+            failure = future.exception()
+            if failure is None and not future.result():
+                failure = taken(self.journal, row)
+            if isinstance(failure, Exception):
+                self._failure = failure
+
+        queued.add_done_callback(settled)
+        new = attrs.evolve(
+            row, state=state, entry_id=entry_id or row.entry_id, error=error or row.error
+        )
+        self.notify(new)
+        return new
+
+    def check(self) -> None:
+        """Raise the failure of a record queued by :meth:`record_soon`, if one failed.
+
+        :raises JournalError: it could not be written, or another writer has the row.
+        """
+        if self._failure is not None:
+            raise self._failure
+
+    async def settle(self) -> None:
+        """Wait until every record queued by :meth:`record_soon` is durable; see
+        :meth:`check`."""
+        while self._unsettled:
+            await asyncio.wait(set(self._unsettled))
+        self.check()
 
 
 def taken(journal: Journal, row: AdjustmentRow) -> JournalLockedError:

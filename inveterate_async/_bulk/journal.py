@@ -258,6 +258,18 @@ class Journal:
         file = self._opened()
         return await self._commit(file.record, ref, expected, state, entry_id, error, candidates)
 
+    def _record_soon(
+        self,
+        ref: str,
+        expected: AdjustmentState,
+        state: AdjustmentState,
+        entry_id: str | None = None,
+        error: str | None = None,
+    ) -> asyncio.Future[bool]:
+        """Queue :meth:`_record` for the next group commit without waiting for it."""
+        file = self._opened()
+        return self._queue(file.record, ref, expected, state, entry_id, error, ())
+
     async def _member_stored(self, customer_id: str) -> list[Stored]:
         """Every row of a member, with its sending run and time."""
         found = await self._run(self._opened().member_stored, customer_id)
@@ -287,6 +299,11 @@ class Journal:
 
         Cancelling the caller does not withdraw the update: it is committed all the same.
         """
+        return await self._queue(function, *args)
+
+    def _queue(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``function`` for the next group commit: its future is done once that is
+        durable (cancelling the future does not withdraw the update)."""
         if self._read_only:
             raise JournalError(f"{self._path} was opened read-only", path=self._path)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -296,7 +313,7 @@ class Journal:
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_queued())
             self._committer.add_done_callback(self._drop_queued)
-        return await asyncio.shield(future)
+        return future
 
     def _drop_queued(self, committer: asyncio.Task[None]) -> None:
         # A committer cancelled (the loop shutting down) leaves no caller waiting forever.
@@ -321,6 +338,8 @@ class Journal:
             except Exception as exc:  # the commit itself failed: every update with it
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its caller was cancelled: committed all the same
+                    continue
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:

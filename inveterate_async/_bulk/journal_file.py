@@ -3,8 +3,10 @@
 Every method runs on the journal's own thread (see :class:`~inveterate_async.Journal`),
 which alone holds the connection. The file uses WAL with ``synchronous=FULL``: a committed
 write survives SIGKILL and power loss. Each writer that opens the file takes the lock on
-the file itself and a new run number; every state change names the row's expected state
-and that run number, so a writer that lost the journal to another changes nothing.
+the file itself, and each run a new run number; every state change names the row's
+expected state, and every transaction first checks (under SQLite's write lock) that the
+run number is still this run's, so a writer that lost the journal to another changes
+nothing.
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ _UPGRADE_1 = (
     "ALTER TABLE adjustments ADD COLUMN resent_run INTEGER;"
     "UPDATE adjustments SET state = 'unknown' WHERE state = 'sending';" + _HOLDER
 )
-_FENCE = "(SELECT run FROM holder) = ?"
 
 
 def wall_time() -> str:
@@ -274,7 +275,7 @@ class JournalFile:
             return self.db.execute("SELECT NULL, NULL WHERE 0")
         return self.db.execute("SELECT state, amount FROM adjustments")
 
-    # --- compare-and-set updates (inside :meth:`transaction`) -----------------------------
+    # --- compare-and-set updates (only inside :meth:`transaction`, which checks the run) ---
 
     def mark_sent(
         self, ref: str, expected: AdjustmentState, sent_note: str | None, clock: float
@@ -287,10 +288,10 @@ class JournalFile:
             "resends = resends + ?, sent_note = ?, first_sent_at = coalesce(first_sent_at, ?), "
             "last_sent_at = ?, sent_run = ?, sent_clock = ?, "
             "resent_run = CASE WHEN ? THEN ? ELSE resent_run END, error = NULL, "
-            f"updated_at = ? WHERE ref = ? AND state = ? AND {_FENCE}"
+            "updated_at = ? WHERE ref = ? AND state = ?"
         )
         values = (int(resend), sent_note, stamp, stamp, self.run, clock, int(resend), self.run)
-        return self._changed(sql, (*values, stamp, ref, expected.value, self.run))
+        return self._changed(sql, (*values, stamp, ref, expected.value))
 
     def unmark(self, previous: Stored) -> bool:
         """Undo :meth:`mark_sent` of a row whose POST never left; False if the row is not
@@ -301,7 +302,7 @@ class JournalFile:
             "UPDATE adjustments SET state = ?, attempts = ?, resends = ?, sent_note = ?, "
             "first_sent_at = ?, last_sent_at = ?, sent_run = ?, sent_clock = ?, "
             "resent_run = CASE WHEN ? THEN NULL ELSE resent_run END, error = ?, "
-            f"updated_at = ? WHERE ref = ? AND state = 'unknown' AND {_FENCE}"
+            "updated_at = ? WHERE ref = ? AND state = 'unknown'"
         )
         values = (
             row.state.value,
@@ -316,7 +317,7 @@ class JournalFile:
             row.error,
             wall_time(),
         )
-        return self._changed(sql, (*values, row.ref, self.run))
+        return self._changed(sql, (*values, row.ref))
 
     def record(
         self,
@@ -331,16 +332,17 @@ class JournalFile:
         sql = (
             "UPDATE adjustments SET state = ?, entry_id = coalesce(?, entry_id), "
             "error = coalesce(?, error), candidates = ?, updated_at = ? "
-            f"WHERE ref = ? AND state = ? AND {_FENCE}"
+            "WHERE ref = ? AND state = ?"
         )
         values = (state.value, entry_id, error, candidates_json(candidates), wall_time())
-        return self._changed(sql, (*values, ref, expected.value, self.run))
+        return self._changed(sql, (*values, ref, expected.value))
 
     def _changed(self, sql: str, params: tuple[Any, ...]) -> bool:
         return self.db.execute(sql, params).rowcount == 1
 
     def transaction(self, updates: list[Callable[[], Any]]) -> list[Any]:
-        """Run the updates in one transaction: each one's result, or its error (undone).
+        """Run the updates (one statement each) in one transaction: each one's result, or
+        the error of one that broke a constraint (undone).
 
         :raises JournalLockedError: another writer took the journal; nothing changed.
         """
@@ -350,13 +352,14 @@ class JournalFile:
             if self.db.execute("SELECT run FROM holder").fetchone()[0] != self.run:
                 raise self._lost()
             for update in updates:
-                self.db.execute("SAVEPOINT one_update")
+                # Each update is one statement: one that breaks a constraint is undone by
+                # SQLite alone, and the transaction goes on. Any other error fails them all.
                 try:
                     results.append(update())
-                except sqlite3.Error as exc:
-                    self.db.execute("ROLLBACK TO one_update")
+                except sqlite3.IntegrityError as exc:
+                    if not self.db.in_transaction:
+                        raise
                     results.append(JournalError(f"journal {self.path}: {exc}", path=self.path))
-                self.db.execute("RELEASE one_update")
             self.commit()
         except BaseException:
             self.rollback()

@@ -92,6 +92,9 @@ async def _pass(
 ) -> None:
     if ctx.stopped_by is None:
         await each(units(ctx, where), partial(work, ctx), ctx.options.concurrency)
+        # The next pass reads the journal: what this one recorded must be in it. (On an
+        # error, closing the journal commits what was queued.)
+        await ctx.settle()
 
 
 async def _reconcile(ctx: RunContext) -> None:

@@ -63,6 +63,7 @@ async def send(ctx: RunContext, stored: Stored) -> None:
     adjustment = row.adjustment
     note = note_to_send(ctx, row)
     journal = ctx.journal
+    ctx.check()
     try:
         marked = await journal._mark_sent(row.ref, row.state, note, ctx.options.clock())
     except asyncio.CancelledError:
@@ -94,10 +95,10 @@ async def send(ctx: RunContext, stored: Stored) -> None:
             state = AdjustmentState.NOT_APPLIED
         if is_auth_failure(error):
             ctx.stop(error)
-        await ctx.record(sent, state, error=describe(error))
+        ctx.record_soon(sent, state, error=describe(error))
     else:
         entry_id = echoed_entry_id(result, adjustment)
-        await ctx.record(sent, AdjustmentState.APPLIED, entry_id=entry_id)
+        ctx.record_soon(sent, AdjustmentState.APPLIED, entry_id=entry_id)
 
 
 def echoed_entry_id(result: CreditResult, adjustment: CreditAdjustment) -> str | None:
