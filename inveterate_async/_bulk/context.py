@@ -70,7 +70,6 @@ class RunContext:
         self.notify(new)
         return new
 
-
     def record_soon(
         self,
         row: AdjustmentRow,
