@@ -34,7 +34,6 @@ from ._errors import (
     ServerError,
     StreamAbortedError,
 )
-from ._fanout import CreditStream
 from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     Credit,
@@ -45,6 +44,7 @@ from ._models import (
     MemberFailure,
     MemberFinished,
 )
+from ._streaming.fanout import CreditStream
 from ._version import __version__
 
 _configure_logging()

@@ -18,15 +18,19 @@ import attrs
 
 from ._bulk import AdjustmentReport, AdjustmentRow, BulkOptions, CreditAdjustment, Journal
 from ._bulk import apply_credits as run_batch
+from ._config import (
+    UNSET,
+    Unset,
+    check_deadline,
+    check_max_retries,
+    client_timeout,
+    env_flag,
+    is_number,
+)
 from ._context import add_request_context
 from ._errors import InveterateError
-from ._failfast import DEFAULT_ABORT_AFTER
-from ._fanout import CreditStream, CustomerId, HandOver, Members, OnError, PageRead
-from ._http import PreparedRequest, Response
-from ._models import Credit, CreditPage, CreditResult, LedgerPosition
-from ._pagination import PageT, credits_of, iter_pages, no_pages, start_cursor
-from ._redact import Redactor
-from ._request import (
+from ._exchange import PreparedRequest, Response
+from ._http.request import (
     DEFAULT_BASE_URL,
     check_api_key,
     check_base_url,
@@ -40,19 +44,15 @@ from ._request import (
     list_credits_request,
     request_headers,
 )
-from ._response import read_credit_result, read_credits_page
-from ._retry import RetryPolicy
-from ._sending import Sleep, send_with_retries
-from ._settings import (
-    UNSET,
-    Unset,
-    check_deadline,
-    check_max_retries,
-    client_timeout,
-    env_flag,
-    is_number,
-)
-from ._transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
+from ._http.response import read_credit_result, read_credits_page
+from ._http.retry import RetryPolicy
+from ._http.sending import Sleep, send_with_retries
+from ._http.transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
+from ._models import Credit, CreditPage, CreditResult, LedgerPosition
+from ._pagination import PageT, credits_of, iter_pages, no_pages, start_cursor
+from ._redact import Redactor
+from ._streaming.failfast import DEFAULT_ABORT_AFTER
+from ._streaming.fanout import CreditStream, CustomerId, HandOver, Members, OnError, PageRead
 
 if sys.version_info >= (3, 11):
     from typing import Self

@@ -7,7 +7,7 @@ the request's context filled in and the API key scrubbed out of all of it.
 from __future__ import annotations
 
 from ._errors import InveterateError
-from ._http import PreparedRequest, Response
+from ._exchange import PreparedRequest, Response
 from ._redact import Redactor
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from ._http import Headers, PreparedRequest, Response, as_headers, request_id
+from ._exchange import Headers, PreparedRequest, Response, as_headers, request_id
 
 if TYPE_CHECKING:
     from ._redact import Redactor

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._http import NO_HEADERS, Headers, request_id
+from ._exchange import NO_HEADERS, Headers, request_id
 
 
 @attrs.frozen(slots=True)

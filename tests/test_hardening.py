@@ -36,8 +36,8 @@ from inveterate_async import (
     RateLimitError,
     ServerError,
 )
-from inveterate_async._fanout import _RUNNING
 from inveterate_async._pagination import CycleGuard
+from inveterate_async._streaming.fanout import _RUNNING
 from inveterate_async.testing import Sandbox
 
 KEY = "sk_live_hard/ening+KEY"

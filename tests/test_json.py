@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inveterate_async import _json
+from inveterate_async._http import codec as _json
 
 
 def _importable(name: str) -> bool:

@@ -33,8 +33,8 @@ from inveterate_async import (
     _json,
 )
 from inveterate_async._converter import structure_credit, structure_credits
-from inveterate_async._http import Response
-from inveterate_async._response import read_credits_page
+from inveterate_async._exchange import Response
+from inveterate_async._http.response import read_credits_page
 
 Loads = Callable[[bytes], Any]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inveterate_async._request import (
+from inveterate_async._http.request import (
     amount_json,
     check_api_key,
     check_base_url,

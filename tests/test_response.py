@@ -25,9 +25,9 @@ from inveterate_async import (
 from inveterate_async._context import add_request_context
 from inveterate_async._converter import converter, structure_credits, structure_datetime
 from inveterate_async._errors import InveterateError
-from inveterate_async._http import PreparedRequest, Response
+from inveterate_async._exchange import PreparedRequest, Response
+from inveterate_async._http.response import read_credit_result, read_credits_page
 from inveterate_async._redact import Redactor
-from inveterate_async._response import read_credit_result, read_credits_page
 
 KEY = "sk_live_SECRET_123"
 GET = PreparedRequest(

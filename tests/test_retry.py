@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from inveterate_async._retry import (
+from inveterate_async._http.retry import (
     RetryPolicy,
     may_retry_failure,
     may_retry_status,

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from .._errors import one_line
-from .._request import amount_json, encode_customer_id
+from .._http.request import amount_json, encode_customer_id
 from .tags import ref_problem, tagged_note
 
 MAX_REF_LENGTH = 200

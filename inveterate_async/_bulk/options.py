@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
-from .._request import check_positive_int
+from .._http.request import check_positive_int
 from .adjustments import AdjustmentRow
 
 OnProgress = Callable[[AdjustmentRow], object]

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .._request import check_api_key, check_base_url
+from .._http.request import check_api_key, check_base_url
 from ._cluster_common import load_cluster, redis_option, run_on_broker
 from ._core import Settings
 from ._exits import CliError, UsageFailure

@@ -24,7 +24,7 @@ from contextlib import suppress
 import attrs
 
 from .. import InveterateClient, LedgerPage, LedgerPosition, MemberFinished
-from .._failfast import shared_cause
+from .._streaming.failfast import shared_cause
 from ._exits import WriteFailed, describe
 from ._output import Row, credit_row
 from ._progress import Tracker

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from .._request import is_loopback
+from .._http.request import is_loopback
 from ..testing import Sandbox
 from ._core import SANDBOX_API_KEY, start_sandbox
 from ._exits import CliError

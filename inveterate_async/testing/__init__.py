@@ -11,9 +11,9 @@ own JSON, URL and money handling, so a bug in the client cannot be mirrored (and
 the server it is tested against.
 """
 
-from inveterate_async.testing._clock import ManualClock
-from inveterate_async.testing._server import Sandbox
-from inveterate_async.testing._thread import ThreadedSandbox
-from inveterate_async.testing._wire import RecordedRequest
+from ._clock import ManualClock
+from ._server import Sandbox
+from ._thread import ThreadedSandbox
+from ._wire import RecordedRequest
 
 __all__ = ["ManualClock", "RecordedRequest", "Sandbox", "ThreadedSandbox"]

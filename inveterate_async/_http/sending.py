@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ._errors import APIConnectionError, APITimeoutError
-from ._http import PreparedRequest, Response
-from ._redact import Redactor
-from ._retry import RetryPolicy, may_retry_failure, may_retry_status
-from ._transport import Transport
+from .._errors import APIConnectionError, APITimeoutError
+from .._exchange import PreparedRequest, Response
+from .._redact import Redactor
+from .retry import RetryPolicy, may_retry_failure, may_retry_status
+from .transport import Transport
 
 logger = logging.getLogger("inveterate_async")
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ._errors import APIConnectionError, APITimeoutError
-from ._http import PreparedRequest, Response
+from .._errors import APIConnectionError, APITimeoutError
+from .._exchange import PreparedRequest, Response
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 100

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from ._http import PreparedRequest
-from ._money import DECIMAL_TEXT
-from ._version import __version__
+from .._exchange import PreparedRequest
+from .._money import DECIMAL_TEXT
+from .._version import __version__
 
 PRODUCTION_HOST = "public.inveterateapi.com"
 DEFAULT_BASE_URL = f"https://{PRODUCTION_HOST}/v2.0"

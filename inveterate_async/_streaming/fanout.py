@@ -35,9 +35,8 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import Self
 
-from ._errors import InveterateError, MemberError, StreamAbortedError
-from ._failfast import FailureStreak
-from ._models import (
+from .._errors import InveterateError, MemberError, StreamAbortedError
+from .._models import (
     Credit,
     CreditPage,
     LedgerPage,
@@ -46,6 +45,7 @@ from ._models import (
     MemberFinished,
     position_after,
 )
+from .failfast import FailureStreak
 
 CustomerId = str | int
 OnError = Literal["raise", "collect"]

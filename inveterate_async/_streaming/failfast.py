@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from ._errors import APIConnectionError, APIStatusError
+from .._errors import APIConnectionError, APIStatusError
 
 DEFAULT_ABORT_AFTER = 5
 

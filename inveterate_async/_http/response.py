@@ -10,19 +10,19 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from typing import Any
 
-from . import _json
-from ._converter import structure_credits
-from ._errors import (
+from .._converter import structure_credits
+from .._errors import (
     STATUS_ERRORS,
     APIStatusError,
     InvalidResponseError,
     RateLimitError,
     ServerError,
 )
-from ._http import Response
-from ._models import Credit, CreditPage, CreditResult
-from ._request import cursor_text
-from ._retry import parse_retry_after
+from .._exchange import Response
+from .._models import Credit, CreditPage, CreditResult
+from . import codec
+from .request import cursor_text
+from .retry import parse_retry_after
 
 _EXCERPT_CHARS = 300
 _INVISIBLE_TAGS = frozenset({"script", "style", "template", "noscript"})
@@ -69,7 +69,7 @@ def status_error(response: Response) -> APIStatusError:
     message: str | None = None
     data: Any = None
     try:
-        parsed = None if response.truncated else _json.loads(response.body)
+        parsed = None if response.truncated else codec.loads(response.body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
@@ -96,7 +96,7 @@ def _json_object(response: Response) -> dict[str, Any]:
             f"({len(response.body)} bytes read)"
         )
     try:
-        body = _json.loads(response.body)
+        body = codec.loads(response.body)
     except ValueError:
         raise InvalidResponseError(
             f"response body is not JSON: {excerpt(response.body)!r}"
