@@ -55,8 +55,8 @@ from inveterate_async.cluster import (
 from inveterate_async.cluster._files import write_atomically
 from inveterate_async.cluster._journal import ShardJournal
 from inveterate_async.testing import Sandbox
+from tests.architecture_imports import PACKAGE, Import, parse_package, within
 from tests.conftest import API_KEY
-from tests.test_architecture import PACKAGE, Import, parse_package, within
 
 
 @pytest.fixture

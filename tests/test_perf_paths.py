@@ -30,10 +30,10 @@ from inveterate_async import (
     InveterateClient,
     _client,
     _converter,
-    _json,
 )
 from inveterate_async._converter import structure_credit, structure_credits
 from inveterate_async._exchange import Response
+from inveterate_async._http import codec as _json
 from inveterate_async._http.response import read_credits_page
 
 Loads = Callable[[bytes], Any]

@@ -20,12 +20,12 @@ from inveterate_async import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
-    _json,
 )
 from inveterate_async._context import add_request_context
 from inveterate_async._converter import converter, structure_credits, structure_datetime
 from inveterate_async._errors import InveterateError
 from inveterate_async._exchange import PreparedRequest, Response
+from inveterate_async._http import codec as _json
 from inveterate_async._http.response import read_credit_result, read_credits_page
 from inveterate_async._redact import Redactor
 

@@ -147,5 +147,7 @@ def test_a_port_in_use_raises_in_the_caller(sandbox: ThreadedSandbox) -> None:
 
 
 def test_a_started_sandbox_cannot_be_started_in_a_thread(sandbox: ThreadedSandbox) -> None:
+    served = sandbox.sandbox
+    assert isinstance(served, Sandbox)
     with pytest.raises(RuntimeError, match="already started"):
-        sandbox.sandbox.start_in_thread()
+        served.start_in_thread()

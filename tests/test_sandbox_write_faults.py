@@ -208,9 +208,12 @@ def test_a_threaded_sandbox_fails_writes_too() -> None:
     with Sandbox().start_in_thread() as sandbox:
         sandbox.fail_writes_randomly(before=1)
 
+        served = sandbox.sandbox
+        assert isinstance(served, Sandbox)
+
         async def post() -> str:
             async with aiohttp.ClientSession() as http:
-                return await answer(http, sandbox.sandbox, "42", row(0))
+                return await answer(http, served, "42", row(0))
 
         assert asyncio.run(post()) == "500"
         assert sandbox.balance("42") == 0

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from ._server import Sandbox
+from ._state import SandboxState
 from ._wire import RecordedRequest
 
 P = ParamSpec("P")
@@ -23,7 +23,7 @@ R = TypeVar("R")
 
 
 def _on_sandbox_loop(
-    method: Callable[Concatenate[Sandbox, P], R],
+    method: Callable[Concatenate[SandboxState, P], R],
 ) -> Callable[Concatenate[ThreadedSandbox, P], R]:
     """The ``Sandbox`` method ``method``, run on the sandbox's thread and loop."""
 
@@ -54,7 +54,7 @@ class ThreadedSandbox:
         :meth:`call`: it belongs to the sandbox's thread.
     """
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxState) -> None:
         self.sandbox = sandbox
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -164,13 +164,13 @@ class ThreadedSandbox:
         """A copy of the requests received so far, in arrival order."""
         return self.call(list, self.sandbox.requests)
 
-    add_credits = _on_sandbox_loop(Sandbox.add_credits)
-    seed_members = _on_sandbox_loop(Sandbox.seed_members)
-    fail_next = _on_sandbox_loop(Sandbox.fail_next)
-    fail_writes_randomly = _on_sandbox_loop(Sandbox.fail_writes_randomly)
-    ledger = _on_sandbox_loop(Sandbox.ledger)
-    balance = _on_sandbox_loop(Sandbox.balance)
-    reset_stats = _on_sandbox_loop(Sandbox.reset_stats)
+    add_credits = _on_sandbox_loop(SandboxState.add_credits)
+    seed_members = _on_sandbox_loop(SandboxState.seed_members)
+    fail_next = _on_sandbox_loop(SandboxState.fail_next)
+    fail_writes_randomly = _on_sandbox_loop(SandboxState.fail_writes_randomly)
+    ledger = _on_sandbox_loop(SandboxState.ledger)
+    balance = _on_sandbox_loop(SandboxState.balance)
+    reset_stats = _on_sandbox_loop(SandboxState.reset_stats)
 
 
 async def _invoke(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
