@@ -34,6 +34,16 @@ from ._errors import (
     ServerError,
     StreamAbortedError,
 )
+from ._export import (
+    ExportCheckpoint,
+    ExportError,
+    ExportFailure,
+    ExportOutputError,
+    ExportProgress,
+    ExportReport,
+    ExportStateError,
+    export_credits,
+)
 from ._logging import configure_from_environment as _configure_logging
 from ._models import (
     Credit,
@@ -64,6 +74,13 @@ __all__ = [
     "CreditPage",
     "CreditResult",
     "CreditStream",
+    "ExportCheckpoint",
+    "ExportError",
+    "ExportFailure",
+    "ExportOutputError",
+    "ExportProgress",
+    "ExportReport",
+    "ExportStateError",
     "InvalidResponseError",
     "InveterateClient",
     "InveterateError",
@@ -84,4 +101,5 @@ __all__ = [
     "ServerError",
     "StreamAbortedError",
     "__version__",
+    "export_credits",
 ]

@@ -6,53 +6,37 @@ import asyncio
 import copy
 import os
 import sys
-import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from decimal import Decimal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
 import aiohttp
-import attrs
 
-from ._bulk import AdjustmentReport, AdjustmentRow, BulkOptions, CreditAdjustment, Journal
-from ._bulk import apply_credits as run_batch
+from ._client_writes import CreditWrites
 from ._config import (
     UNSET,
     Unset,
-    check_deadline,
-    check_max_retries,
-    client_timeout,
     env_flag,
-    is_number,
 )
-from ._context import add_request_context
-from ._errors import InveterateError
-from ._exchange import PreparedRequest, Response
+from ._http.caller import Caller
 from ._http.request import (
     DEFAULT_BASE_URL,
     check_api_key,
     check_base_url,
-    check_extra_headers,
     check_positive_int,
-    create_credit_request,
     credits_page_request,
-    credits_page_url,
-    cursor_text,
-    encode_customer_id,
     list_credits_request,
-    request_headers,
 )
-from ._http.response import read_credit_result, read_credits_page
-from ._http.retry import RetryPolicy
-from ._http.sending import Sleep, send_with_retries
-from ._http.transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport
-from ._models import Credit, CreditPage, CreditResult, LedgerPosition
-from ._pagination import PageT, credits_of, iter_pages, no_pages, start_cursor
-from ._redact import Redactor
+from ._http.response import read_credits_page
+from ._http.sending import Sleep
+from ._http.transport import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES
+from ._models import Credit, CreditPage, LedgerPosition
+from ._pagination import PageT, credits_of, ledger_pages
 from ._streaming.failfast import DEFAULT_ABORT_AFTER
-from ._streaming.fanout import CreditStream, CustomerId, HandOver, Members, OnError, PageRead
+from ._streaming.fanout import CreditStream, OnError
+from ._streaming.members import CustomerId, Members
+from ._streaming.messages import HandOver, PageRead
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -62,7 +46,7 @@ else:
 T = TypeVar("T")
 
 
-class InveterateClient:
+class InveterateClient(CreditWrites):
     """Async client for the Inveterate Public API v2.0 credits endpoints.
 
     Use it as ``async with InveterateClient(...) as client:``, or call :meth:`aclose`
@@ -92,15 +76,7 @@ class InveterateClient:
     :raises ValueError: for a missing key or any invalid setting.
     """
 
-    __slots__ = (
-        "_base_url",
-        "_deadline",
-        "_extra_headers",
-        "_policy",
-        "_redactor",
-        "_sleep",
-        "_transport",
-    )
+    __slots__ = ("_base_url", "_caller")
 
     def __init__(
         self,
@@ -125,22 +101,16 @@ class InveterateClient:
         if allow_insecure_http is None:
             allow_insecure_http = env_flag("INVETERATE_ALLOW_INSECURE_HTTP")
         self._base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        check_max_retries(max_retries)
-        if not is_number(backoff_base) or not backoff_base >= 0:
-            raise ValueError(f"backoff_base must be a number >= 0, got {backoff_base!r}")
-        check_positive_int("max_connections", max_connections)
-        check_positive_int("max_response_bytes", max_response_bytes)
-        self._deadline = check_deadline(deadline)
-        self._redactor = Redactor(key)
-        self._policy = RetryPolicy(max_retries=max_retries, backoff_base=float(backoff_base))
-        self._sleep = sleep
-        self._extra_headers: dict[str, str] = {}
-        self._transport = AiohttpTransport(
-            headers=request_headers(key),
+        self._caller = Caller(
+            key,
             session=session,
-            timeout=client_timeout(timeout),
+            timeout=timeout,
+            deadline=deadline,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
+            sleep=sleep,
         )
 
     def __repr__(self) -> str:
@@ -168,7 +138,7 @@ class InveterateClient:
         A request still in flight ends with :class:`APIConnectionError`; it is not retried.
         A client made by :meth:`with_options` leaves the session to the one it came from.
         """
-        await self._transport.aclose()
+        await self._caller.aclose()
 
     def with_options(
         self,
@@ -187,60 +157,10 @@ class InveterateClient:
         :raises ValueError: for an invalid option or a reserved header.
         """
         derived = copy.copy(self)
-        derived._transport = self._transport.with_timeout(
-            self._transport.timeout if timeout is None else client_timeout(timeout)
+        derived._caller = self._caller.with_options(
+            timeout=timeout, max_retries=max_retries, deadline=deadline, headers=headers
         )
-        if max_retries is not None:
-            check_max_retries(max_retries)
-            derived._policy = attrs.evolve(self._policy, max_retries=max_retries)
-        if deadline is not UNSET:
-            derived._deadline = check_deadline(deadline)
-        if headers is not None:
-            derived._extra_headers = {**self._extra_headers, **check_extra_headers(headers)}
         return derived
-
-    async def _call(
-        self,
-        request: PreparedRequest,
-        read: Callable[[Response], T],
-        deadline: float | Unset | None,
-    ) -> T:
-        """Send, read, and pass any error through the one choke point."""
-        return self._read(read, request, await self._send(request, deadline))
-
-    async def _send(self, request: PreparedRequest, deadline: float | Unset | None) -> Response:
-        """Send with retries; the response's headers scrubbed, errors given their context."""
-        if self._extra_headers:
-            request = attrs.evolve(request, headers={**self._extra_headers, **request.headers})
-        try:
-            response = await send_with_retries(
-                self._transport,
-                request,
-                policy=self._policy,
-                sleep=self._sleep,
-                deadline=self._deadline if deadline is UNSET else check_deadline(deadline),
-                redactor=self._redactor,
-            )
-        except InveterateError as error:
-            add_request_context(error, request, None, self._redactor)
-            raise
-        headers = self._redactor.headers(response.headers)
-        if headers is not response.headers:
-            response = attrs.evolve(response, headers=headers)
-        return response
-
-    def _read(
-        self, read: Callable[[Response], T], request: PreparedRequest, response: Response
-    ) -> T:
-        """``read(response)``, its errors given the request's context."""
-        try:
-            return read(response)
-        except InveterateError as error:
-            add_request_context(error, request, response, self._redactor)
-            raise
-
-    def _scrub(self, error: InveterateError) -> None:
-        add_request_context(error, None, None, self._redactor)
 
     async def get_credits_page(
         self,
@@ -259,7 +179,7 @@ class InveterateClient:
         :raises InveterateError: a typed error; reads are retried on transient failures.
         """
         request = list_credits_request(self._base_url, customer_id, limit=limit, cursor=cursor)
-        return await self._call(request, read_credits_page, deadline)
+        return await self._caller.call(request, read_credits_page, deadline)
 
     def iter_credit_pages(
         self,
@@ -290,19 +210,12 @@ class InveterateClient:
         cursor: object,
         start: LedgerPosition | None,
     ) -> AsyncGenerator[PageT, None]:
-        # Checked in the order of the arguments, before anything is sent.
-        encode_customer_id(customer_id)
-        if page_size is not None:
-            check_positive_int("page_size", page_size)
-        first = start_cursor(cursor_text(cursor), start)
-        # Encoded once per ledger; each page only adds its cursor.
-        page_url = credits_page_url(self._base_url, customer_id, page_size)
-        if isinstance(first, LedgerPosition):  # finished: nothing left to read
-            return no_pages()
-        return iter_pages(partial(fetch_page, page_url), customer_id, first, self._scrub)
+        return ledger_pages(
+            fetch_page, self._base_url, customer_id, page_size, cursor, start, self._caller.scrub
+        )
 
     async def _fetch_page(self, page_url: str, cursor: str | None) -> CreditPage:
-        return await self._call(credits_page_request(page_url, cursor), read_credits_page, UNSET)
+        return await self._caller.call(credits_page_request(page_url, cursor), read_credits_page)
 
     async def _fetch_unread_page(
         self, hand_over: HandOver, page_url: str, cursor: str | None
@@ -310,8 +223,8 @@ class InveterateClient:
         # Read by the fan-out's consumer just before it delivers the credits, or by the
         # worker at once if the consumer is busy in the caller's loop (see _fanout).
         request = credits_page_request(page_url, cursor)
-        response = await self._send(request, UNSET)
-        return await hand_over(partial(self._read, read_credits_page, request, response))
+        response = await self._caller.send(request, UNSET)
+        return await hand_over(partial(self._caller.read, read_credits_page, request, response))
 
     def iter_credits(
         self,
@@ -379,7 +292,7 @@ class InveterateClient:
             raise ValueError(f'on_error must be "raise" or "collect", got {on_error!r}')
         if abort_after is not None:
             check_positive_int("abort_after", abort_after)
-        self._transport.reserve_connections(concurrency)
+        self._caller.reserve_connections(concurrency)
         return CreditStream(
             lambda customer_id, start, hand_over: self._pages(
                 partial(self._fetch_unread_page, hand_over), customer_id, page_size, None, start
@@ -389,105 +302,3 @@ class InveterateClient:
             on_error=on_error,
             abort_after=abort_after,
         )
-
-    async def create_credit(
-        self,
-        customer_id: CustomerId,
-        amount: int | Decimal | str,
-        *,
-        note: str | None = None,
-        force: bool | None = None,
-        deadline: float | Unset | None = UNSET,
-    ) -> CreditResult:
-        """Add (positive ``amount``) or remove (negative) store credit for a member.
-
-        :param amount: a ``Decimal``, a decimal ``str`` or an ``int``, sent with its
-            exact digits; a ``float`` is refused (``0.1 + 0.2`` is not 0.3).
-        :param note: a note stored with the credit.
-        :param force: with a negative amount, disable active credit redemption codes.
-        :param deadline: seconds for this call, overriding the client's.
-        :raises InveterateError: never retried once it may have reached the server: when
-            ``outcome_unknown`` is set, check the ledger before trying again.
-        """
-        request = create_credit_request(self._base_url, customer_id, amount, note=note, force=force)
-        return await self._call(request, read_credit_result, deadline)
-
-    async def apply_credits(
-        self,
-        adjustments: Iterable[CreditAdjustment],
-        journal: str | os.PathLike[str] | Journal,
-        *,
-        concurrency: int = 8,
-        tag_notes: bool = True,
-        check_ledger_first: bool | None = None,
-        settle: float = 300.0,
-        clock_skew: float = 120.0,
-        poll_interval: float | None = None,
-        resend_unconfirmed: bool = False,
-        max_decimal_places: int | None = None,
-        dry_run: bool = False,
-        on_progress: Callable[[AdjustmentRow], object] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> AdjustmentReport:
-        """Apply a batch of adjustments exactly once, through a SQLite journal.
-
-        The member's ledger is the truth: each note carries its ref's tag, a member's
-        ledger is read before its first send (a ref already there is recorded applied,
-        not sent), and every uncertain outcome is looked up there. Re-running with the
-        same journal resumes; a lost or second journal applies nothing twice once the
-        earlier writes are visible. See docs/bulk.md for the guarantees and their limits.
-
-        :param adjustments: the batch, any iterable (a generator over a large file is
-            read a chunk at a time); every ``ref`` once.
-        :param journal: the journal file (created if missing), or a :class:`Journal`.
-        :param concurrency: members worked on, and so requests, at the same time.
-        :param tag_notes: append ``" [ref:REF]"`` to each note, so that the ledger says
-            which adjustment made each entry. ``False`` matches entries by amount, note
-            and time instead: a weaker guarantee (docs/bulk.md).
-        :param check_ledger_first: read a member's ledger before its first send (default:
-            with ``tag_notes``); ``False`` for a batch you know is new saves one read per
-            member. Needs ``tag_notes``.
-        :param settle: seconds after a send within which its credit must show in the
-            ledger; a row of unknown outcome unseen in two reads, the last after that
-            (on ``clock``), is "not applied".
-        :param clock_skew: without tags, seconds an entry's ``createdAt`` may precede
-            the send.
-        :param poll_interval: seconds between ledger reads while waiting (default:
-            ``settle / 10``, at most 10).
-        :param resend_unconfirmed: re-send rows found not applied (once per run).
-        :param max_decimal_places: refuse (ValueError, nothing sent) an amount with more
-            decimal places, e.g. ``2`` to catch ``5.005`` typos (None: any).
-        :param dry_run: write and send nothing; the report's ``to_send`` is what would be
-            sent, and ``on_progress`` is called with each such row.
-        :param on_progress: called with each row whenever its state changes.
-        :param clock: the monotonic clock of settle windows (tests pass a
-            ``ManualClock``); waits use the client's ``sleep``.
-        :returns: counts and sums per state over the whole journal, and the first rows
-            that are not applied.
-        :raises ValueError: for a bad argument or item, or a ref given twice; nothing
-            is sent.
-        :raises JournalConflictError: a ref is in the journal with other content.
-        :raises JournalLockedError: another process is applying from the journal.
-        :raises JournalWriteError: the journal could not be written after POSTs went
-            out (a full disk): run again once the cause is fixed.
-        :raises AuthenticationError: (or another error whose ``is_auth_error`` is
-            True) the API refused the key; the run stopped, unsent rows stay pending,
-            and a re-run with the right key finishes the batch.
-        :raises InveterateError: the key check failed (wrong URL); the journal is
-            consistent and a re-run resumes.
-        """
-        options = BulkOptions.checked(
-            concurrency=concurrency,
-            tag_notes=tag_notes,
-            check_ledger_first=check_ledger_first,
-            settle=settle,
-            clock_skew=clock_skew,
-            poll_interval=poll_interval,
-            resend_unconfirmed=resend_unconfirmed,
-            max_decimal_places=max_decimal_places,
-            on_progress=on_progress,
-            clock=clock,
-            sleep=self._sleep,
-        )
-        self._transport.reserve_connections(concurrency)
-        return await run_batch(self, adjustments, journal, options, dry_run=dry_run)

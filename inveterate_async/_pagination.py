@@ -1,16 +1,18 @@
 """Following cursors: one member's pages, and the guard against cursors that loop.
 
 The page loop only sees a ``fetch`` function; how a page is requested and read is the
-client's business. The fan-out over many members is in ``_fanout``.
+client's business. The fan-out over many members is in ``_streaming``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from ._errors import InveterateError, PaginationError
+from ._http.request import check_positive_int, credits_page_url, cursor_text, encode_customer_id
 from ._models import Credit, CreditPage, LedgerPosition
 
 
@@ -84,6 +86,33 @@ async def iter_pages(
             )
             scrub(error)
             raise error
+
+
+def ledger_pages(
+    fetch_page: Callable[[str, str | None], Awaitable[PageT]],
+    base_url: str,
+    customer_id: str | int,
+    page_size: int | None,
+    cursor: object,
+    start: LedgerPosition | None,
+    scrub: Callable[[InveterateError], None],
+) -> AsyncGenerator[PageT, None]:
+    """A member's pages from ``cursor`` or ``start``, each fetched by
+    ``fetch_page(page_url, cursor)``; the arguments are checked here, before anything is
+    sent.
+
+    :raises ValueError: for a bad argument.
+    """
+    # Checked in the order of the arguments.
+    encode_customer_id(customer_id)
+    if page_size is not None:
+        check_positive_int("page_size", page_size)
+    first = start_cursor(cursor_text(cursor), start)
+    # Encoded once per ledger; each page only adds its cursor.
+    page_url = credits_page_url(base_url, customer_id, page_size)
+    if isinstance(first, LedgerPosition):  # finished: nothing left to read
+        return no_pages()
+    return iter_pages(partial(fetch_page, page_url), customer_id, first, scrub)
 
 
 def start_cursor(cursor: str | None, start: LedgerPosition | None) -> str | LedgerPosition | None:

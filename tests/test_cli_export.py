@@ -22,11 +22,13 @@ from typing import Any
 import pytest
 
 from inveterate_async import CreditPage, LedgerPage
-from inveterate_async.cli import _exporter, _target
+from inveterate_async._export import ordered as _exporter
+from inveterate_async._export import target as _target
+from inveterate_async._export.report import Tally
+from inveterate_async._export.spool import Spool
+from inveterate_async._export.state import Checkpoint, StateFile
 from inveterate_async.cli._ids import looks_like_column_name
 from inveterate_async.cli._output import EXPORT_COLUMNS
-from inveterate_async.cli._spool import Spool
-from inveterate_async.cli._state import Checkpoint, StateFile
 
 from .cli_support import (
     API_KEY,
@@ -773,7 +775,7 @@ def test_a_finished_export_whose_file_was_not_moved_is_exported_again(
     aborted = api(server, "credits", "export", *members, "--out", str(out), "--state", str(state))
     monkeypatch.undo()
 
-    assert aborted.exit_code == 1  # click's "Aborted!"
+    assert aborted.exit_code == 130  # stopped inside the export, as Ctrl-C there would
     saved = StateFile(str(state), identity_of(out, server))
     assert saved.complete
     saved.close()
@@ -906,8 +908,9 @@ def test_an_export_never_finishes_with_a_member_it_did_not_hear_the_end_of(
         _target.Sink(stream, name="x.csv", seekable=True),
         lambda rows: "",
         start=Checkpoint(),
-        report=_exporter.ExportReport(),
+        report=Tally(),
     )
+    run = exporter.run(Client(), ids(), concurrency=1, page_size=None, abort_after=None)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="lost track of 1 members"):
-        asyncio.run(exporter.run(Client(), ids(), concurrency=1, page_size=None))  # type: ignore[arg-type]
+        asyncio.run(run)
     stream.close()

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from inveterate_async import CreditResult, InveterateClient
-from inveterate_async.cli import _credits, _ids, _output, _progress, _target
+from inveterate_async import CreditResult, ExportOutputError, ExportStateError, InveterateClient
+from inveterate_async._export import target as _target
+from inveterate_async._export.state import Checkpoint, StateFile
+from inveterate_async.cli import _credits, _ids, _output, _progress
 from inveterate_async.cli._core import Settings
-from inveterate_async.cli._exits import UsageFailure, WriteFailed
+from inveterate_async.cli._exits import WriteFailed
 from inveterate_async.cli._hints import command_line
-from inveterate_async.cli._state import Checkpoint, StateFile
 from inveterate_async.testing import ManualClock
 
 from .cli_support import API_KEY, JSONL_KEYS, ThreadedSandbox, api, invoke, jsonl
@@ -283,7 +284,7 @@ def test_every_write_of_the_sink_fails_as_one_line(tmp_path: Path) -> None:
             lambda: sink.save(Checkpoint(), []),
         ]
         for attempt in attempts:
-            with pytest.raises(WriteFailed, match=r"^cannot write x\.csv: No space left"):
+            with pytest.raises(ExportOutputError, match=r"^cannot write x\.csv: No space left"):
                 attempt()
     finally:
         state.close()
@@ -292,20 +293,20 @@ def test_every_write_of_the_sink_fails_as_one_line(tmp_path: Path) -> None:
 def test_output_target_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = _target.OutputTarget(str(tmp_path / "x.csv"))
     (tmp_path / ".x.csv.partial").mkdir()  # something in the way of the partial file
-    with pytest.raises(UsageFailure, match=r"cannot write .*x.csv: Is a directory"):
+    with pytest.raises(ExportOutputError, match=r"cannot write .*x.csv: Is a directory"):
         target.open_new(b"")
     (tmp_path / ".x.csv.partial").rmdir()
     stream = target.open_new(b"0123456789")
     stream.close()
-    with pytest.raises(UsageFailure, match="is shorter than its state file says"):
-        target.open_saved(100)
+    with pytest.raises(ExportStateError, match="is shorter than its state file says"):
+        target.open_saved(100, "s.db")
 
     def refuse(*args: object) -> None:
         raise OSError(13, "Permission denied")
 
     monkeypatch.setattr(os, "replace", refuse)
-    stream = target.open_saved(10)
-    with pytest.raises(WriteFailed, match=r"cannot write .*x.csv: Permission denied"):
+    stream = target.open_saved(10, "s.db")
+    with pytest.raises(ExportOutputError, match=r"cannot write .*x.csv: Permission denied"):
         target.commit(stream)
     assert stream.closed
     monkeypatch.undo()
@@ -320,26 +321,26 @@ def test_a_device_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
     os.chmod(fifo, 0o200)
     target = _target.OutputTarget(str(fifo))
     assert not target.is_file
-    target.check(force=False)  # a device is written, not replaced: no --force needed
+    target.check(overwrite=False)  # a device is written, not replaced: no --force needed
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError(13, "Permission denied")
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("builtins.open", refuse)
-        with pytest.raises(WriteFailed, match=r"cannot write .*fifo: Permission denied"):
+        with pytest.raises(ExportOutputError, match=r"cannot write .*fifo: Permission denied"):
             target.open_direct()
 
 
 def test_a_state_file_in_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageFailure, match="cannot open the state file"):
+    with pytest.raises(ExportStateError, match="cannot open the state file"):
         StateFile(str(tmp_path / "no" / "s.db"), {})
 
 
 def test_a_state_file_that_cannot_be_written_is_a_write_failure(tmp_path: Path) -> None:
     state = StateFile(str(tmp_path / "s.db"), {})
     state.close()
-    with pytest.raises(WriteFailed, match="cannot write the state file"):
+    with pytest.raises(ExportStateError, match="cannot write the state file"):
         state.save(Checkpoint())
 
 

@@ -30,7 +30,7 @@ from inveterate_async import (
     RateLimitError,
     ServerError,
 )
-from inveterate_async._rows import EXPORT_COLUMNS, export_line
+from inveterate_async._export.rows import EXPORT_COLUMNS, export_line
 from inveterate_async.cli._output import JsonLinesWriter, timestamp_text
 from inveterate_async.cluster import (
     ClusterWorker,

@@ -13,14 +13,12 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .._errors import JournalError
 from .adjustments import (
-    ATTENTION_LIMIT,
     AdjustmentReport,
     AdjustmentRow,
     AdjustmentState,
@@ -28,6 +26,7 @@ from .adjustments import (
     CreditAdjustment,
     Tally,
 )
+from .group_commit import GroupCommit
 from .journal_file import JournalFile
 from .merge import CHUNK, Merge
 from .rows import LEGACY_SENDING
@@ -59,9 +58,7 @@ class Journal:
         self._executor: ThreadPoolExecutor | None = None
         self._file: JournalFile | None = None
         self.busy = False  # an apply_credits call is using it
-        # Row updates waiting for the next group commit, and the task committing them.
-        self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._transaction)
         self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -124,8 +121,7 @@ class Journal:
         closing.result()
 
     async def _close(self) -> None:
-        if self._committer is not None:
-            await asyncio.wait([self._committer])
+        await self._group.finished()
         executor, file = self._executor, self._file
         if executor is None:
             return
@@ -175,7 +171,7 @@ class Journal:
 
     async def report(self) -> AdjustmentReport:
         """Counts and sums per state, and the first rows that are not applied."""
-        return await self._run(_report, self._opened())
+        return await self._run(self._opened().report)
 
     # --- used by apply_credits ------------------------------------------------------------
 
@@ -218,7 +214,7 @@ class Journal:
 
     async def _count_into(self, tally: Tally) -> None:
         """Count every row's state and amount into ``tally``."""
-        await self._run(_count, self._opened(), tally)
+        await self._run(self._opened().count_into, tally)
 
     async def _rows_by_ref(self, refs: Sequence[str]) -> dict[str, AdjustmentRow]:
         """The rows of these refs that the journal has."""
@@ -228,7 +224,7 @@ class Journal:
 
     async def _by_member(
         self, where: str, after: tuple[str, int], limit: int
-    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+    ) -> list[tuple[Stored, int]]:
         """See :meth:`JournalFile.by_member`."""
         return await self._run(self._opened().by_member, where, after, limit)
 
@@ -272,8 +268,7 @@ class Journal:
 
     async def _member_stored(self, customer_id: str) -> list[Stored]:
         """Every row of a member, with its sending run and time."""
-        found = await self._run(self._opened().member_stored, customer_id)
-        return [Stored(row, sent_run, sent_clock) for row, sent_run, sent_clock in found]
+        return await self._run(self._opened().member_stored, customer_id)
 
     async def _claimed(self, customer_id: str) -> set[str]:
         return await self._run(self._opened().claimed, customer_id)
@@ -294,6 +289,9 @@ class Journal:
         except sqlite3.Error as exc:  # a full disk, an I/O error, a broken invariant
             raise JournalError(f"journal {self._path}: {exc}", path=self._path) from exc
 
+    async def _transaction(self, updates: list[Callable[[], Any]]) -> list[Any]:
+        return await self._run(self._opened().transaction, updates)
+
     async def _commit(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in the next group commit; return once that is durable.
 
@@ -306,63 +304,4 @@ class Journal:
         durable (cancelling the future does not withdraw the update)."""
         if self._read_only:
             raise JournalError(f"{self._path} was opened read-only", path=self._path)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # A caller cancelled meanwhile never reads the outcome: it is read here instead.
-        future.add_done_callback(_retrieve)
-        self._queued.append((partial(function, *args), future))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.ensure_future(self._commit_queued())
-            self._committer.add_done_callback(self._drop_queued)
-        return future
-
-    def _drop_queued(self, committer: asyncio.Task[None]) -> None:
-        # A committer cancelled (the loop shutting down) leaves no caller waiting forever.
-        # One that ended normally drops nothing: what was queued since then is the next
-        # committer's, already started or about to be.
-        if not committer.cancelled() or committer is not self._committer:
-            return
-        queued, self._queued = self._queued, []
-        for _, future in queued:
-            future.cancel()
-
-    async def _commit_queued(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                updates = [update for update, _ in batch]
-                results = await self._run(self._opened().transaction, updates)
-            except asyncio.CancelledError:  # the loop is shutting down
-                for _, future in batch:
-                    future.cancel()
-                raise
-            except Exception as exc:  # the commit itself failed: every update with it
-                results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():  # its caller was cancelled: committed all the same
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _count(file: JournalFile, tally: Tally) -> None:
-    for state, amount in file.states():
-        tally.count(_state(state), Decimal(amount))
-
-
-def _report(file: JournalFile) -> AdjustmentReport:
-    tally = Tally()
-    _count(file, tally)
-    for row in file.select("state != 'applied'", limit=ATTENTION_LIMIT):
-        tally.list_attention(row)
-    return tally.report()
-
-
-def _state(text: str) -> AdjustmentState:
-    return AdjustmentState.UNKNOWN if text == LEGACY_SENDING else AdjustmentState(text)
+        return self._group.queue(partial(function, *args))

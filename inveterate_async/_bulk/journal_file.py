@@ -13,63 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from .._errors import JournalError, JournalLockedError
-from .adjustments import AdjustmentRow, AdjustmentState, CandidateEntry
+from .adjustments import (
+    ATTENTION_LIMIT,
+    AdjustmentReport,
+    AdjustmentRow,
+    AdjustmentState,
+    CandidateEntry,
+    Tally,
+)
 from .journal_open import connect_reader, connect_writer
-from .lock import HeldElsewhere, Hold, legacy_lock
-from .rows import candidates_json, to_row
+from .journal_schema import holder_text, prepare
+from .lock import Hold
+from .rows import candidates_json, stored_state, to_row
 from .stored import Stored
-
-_APPLICATION_ID = 0x49564A31  # "IVJ1": marks the file as an inveterate journal
-SCHEMA_VERSION = 2
-_COLUMNS = """
-    position      INTEGER PRIMARY KEY,
-    ref           TEXT NOT NULL UNIQUE,
-    customer_id   TEXT NOT NULL,
-    amount        TEXT NOT NULL,
-    note          TEXT,
-    force         INTEGER,
-    state         TEXT NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    resends       INTEGER NOT NULL DEFAULT 0,
-    sent_note     TEXT,
-    first_sent_at TEXT,
-    last_sent_at  TEXT,
-    entry_id      TEXT,
-    error         TEXT,
-    candidates    TEXT,
-    added_at      TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    run           INTEGER NOT NULL DEFAULT 0,
-    sent_run      INTEGER,
-    sent_clock    REAL,
-    resent_run    INTEGER,
-    UNIQUE (customer_id, entry_id)
-"""
-# run: the last run whose batch listed the row; sent_run and sent_clock: the run that last
-# sent it and when, on that run's monotonic clock; resent_run: the last run that re-sent it.
-_HOLDER = (
-    "CREATE TABLE holder (only INTEGER PRIMARY KEY CHECK (only = 1), "
-    "run INTEGER NOT NULL, pid INTEGER, host TEXT, since TEXT);"
-    "INSERT INTO holder VALUES (1, 0, NULL, NULL, NULL);"
-)
-_SCHEMA = (
-    f"CREATE TABLE adjustments ({_COLUMNS});"
-    "CREATE INDEX adjustments_by_member ON adjustments (customer_id);" + _HOLDER
-)
-_UPGRADE_1 = (
-    "ALTER TABLE adjustments ADD COLUMN run INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE adjustments ADD COLUMN sent_run INTEGER;"
-    "ALTER TABLE adjustments ADD COLUMN sent_clock REAL;"
-    "ALTER TABLE adjustments ADD COLUMN resent_run INTEGER;"
-    "UPDATE adjustments SET state = 'unknown' WHERE state = 'sending';" + _HOLDER
-)
 
 
 def wall_time() -> str:
@@ -100,9 +63,9 @@ class JournalFile:
             if read_only:
                 self.connection, self._hold = connect_reader(real)
             else:
-                self.connection, self._hold = connect_writer(real, self._holder_text)
+                self.connection, self._hold = connect_writer(real, holder_text)
             self.connection.row_factory = sqlite3.Row
-            self._prepare(self.connection)
+            self.run, self._blank = prepare(self.connection, path, read_only=read_only)
         except (sqlite3.Error, OSError) as exc:
             self.close()
             message = f"cannot use {path} as a journal: {exc}"
@@ -110,65 +73,6 @@ class JournalFile:
         except BaseException:
             self.close()
             raise
-
-    def _holder_text(self, connection: sqlite3.Connection) -> str:
-        try:
-            found = connection.execute("SELECT pid, host, since FROM holder").fetchone()
-        except sqlite3.Error:
-            found = None
-        if found is None or found[0] is None:
-            return "another process"
-        return f"pid {found[0]} on {found[1]} since {found[2]}"
-
-    def _prepare(self, connection: sqlite3.Connection) -> None:
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if tables and application_id != _APPLICATION_ID:
-            raise JournalError(f"{self.path} is not an inveterate journal", path=self.path)
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"{self.path} was written by a newer inveterate-async (journal version "
-                f"{version}); upgrade to use it",
-                path=self.path,
-            )
-        if self.read_only:
-            # No tables: new, or its creator died before the schema was committed.
-            self._blank = not tables
-            return
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        if not tables:
-            script = f"{_SCHEMA}PRAGMA application_id={_APPLICATION_ID};"
-        elif version < SCHEMA_VERSION:
-            script = _UPGRADE_1
-        else:
-            script = ""
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        script = (
-            f"BEGIN IMMEDIATE;{script}PRAGMA user_version={SCHEMA_VERSION};"
-            f"UPDATE holder SET run = run + 1, pid = {os.getpid()}, "
-            f"host = {_quote(socket.gethostname())}, since = {_quote(since)};COMMIT;"
-        )
-        if tables and version < SCHEMA_VERSION:
-            self._upgrade(connection, script)
-        else:
-            connection.executescript(script)
-        self.run = connection.execute("SELECT run FROM holder").fetchone()[0]
-
-    def _upgrade(self, connection: sqlite3.Connection, script: str) -> None:
-        """Upgrade a version-1 journal, unless a run of an older release is using it."""
-        try:
-            with legacy_lock(self.path):
-                connection.executescript(script)
-        except HeldElsewhere as held:
-            holder = held.holder or "a run of an earlier inveterate-async"
-            raise JournalLockedError(
-                f"journal {self.path} is in use by {holder} (its {self.path}.lock); "
-                "nothing was sent: wait for it to finish, or stop it",
-                path=self.path,
-                holder=holder,
-            ) from None
 
     def new_run(self) -> int:
         """Take the next run number for one ``apply_credits`` call.
@@ -190,7 +94,7 @@ class JournalFile:
         return self.run
 
     def _lost(self) -> JournalLockedError:
-        holder = self._holder_text(self.db)
+        holder = holder_text(self.db)
         return JournalLockedError(
             f"journal {self.path} was opened for writing by another run ({holder}); "
             "this run stopped",
@@ -236,12 +140,9 @@ class JournalFile:
         query = f"SELECT * FROM adjustments WHERE {where} ORDER BY position LIMIT ?"
         return [(r["position"], to_row(r)) for r in self.db.execute(query, (*params, limit))]
 
-    def by_member(
-        self, where: str, after: tuple[str, int], limit: int
-    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+    def by_member(self, where: str, after: tuple[str, int], limit: int) -> list[tuple[Stored, int]]:
         """Up to ``limit`` rows matching ``where`` (with ``:run`` for this run) after
-        ``after`` in (member, position) order, each with its position, sending run and
-        sending time."""
+        ``after`` in (member, position) order, each with its position."""
         if self._blank:
             return []
         query = (
@@ -249,20 +150,12 @@ class JournalFile:
             f"AND ({where}) ORDER BY customer_id, position LIMIT :limit"
         )
         params = {"member": after[0], "position": after[1], "limit": limit, "run": self.run}
-        return [
-            (to_row(r), r["position"], r["sent_run"], r["sent_clock"])
-            for r in self.db.execute(query, params)
-        ]
+        return [(_stored(r), r["position"]) for r in self.db.execute(query, params)]
 
-    def member_stored(
-        self, customer_id: str
-    ) -> list[tuple[AdjustmentRow, int | None, float | None]]:
-        """Every row of a member, with its sending run and time, in journal order."""
+    def member_stored(self, customer_id: str) -> list[Stored]:
+        """Every row of a member, in journal order."""
         query = "SELECT * FROM adjustments WHERE customer_id = ? ORDER BY position"
-        return [
-            (to_row(r), r["sent_run"], r["sent_clock"])
-            for r in self.db.execute(query, (customer_id,))
-        ]
+        return [_stored(r) for r in self.db.execute(query, (customer_id,))]
 
     def claimed(self, customer_id: str) -> set[str]:
         """The ledger entries claimed by the member's rows."""
@@ -274,6 +167,19 @@ class JournalFile:
         if self._blank:
             return self.db.execute("SELECT NULL, NULL WHERE 0")
         return self.db.execute("SELECT state, amount FROM adjustments")
+
+    def count_into(self, tally: Tally) -> None:
+        """Count every row's state and amount into ``tally``."""
+        for state, amount in self.states():
+            tally.count(stored_state(state), Decimal(amount))
+
+    def report(self) -> AdjustmentReport:
+        """Counts and sums per state, and the first rows that are not applied."""
+        tally = Tally()
+        self.count_into(tally)
+        for row in self.select("state != 'applied'", limit=ATTENTION_LIMIT):
+            tally.list_attention(row)
+        return tally.report()
 
     # --- compare-and-set updates (only inside :meth:`transaction`, which checks the run) ---
 
@@ -297,11 +203,10 @@ class JournalFile:
         """Undo :meth:`mark_sent` of a row whose POST never left; False if the row is not
         unknown (then nothing was marked)."""
         row = previous.row
-        resend = row.state is AdjustmentState.NOT_APPLIED
         sql = (
             "UPDATE adjustments SET state = ?, attempts = ?, resends = ?, sent_note = ?, "
             "first_sent_at = ?, last_sent_at = ?, sent_run = ?, sent_clock = ?, "
-            "resent_run = CASE WHEN ? THEN NULL ELSE resent_run END, error = ?, "
+            "resent_run = ?, error = ?, "
             "updated_at = ? WHERE ref = ? AND state = 'unknown'"
         )
         values = (
@@ -313,7 +218,7 @@ class JournalFile:
             _stamp(row.last_sent_at),
             previous.sent_run,
             previous.sent_clock,
-            int(resend),
+            previous.resent_run,
             row.error,
             wall_time(),
         )
@@ -383,9 +288,9 @@ class JournalFile:
                 self.connection.execute("ROLLBACK")
 
 
+def _stored(record: sqlite3.Row) -> Stored:
+    return Stored(to_row(record), record["sent_run"], record["sent_clock"], record["resent_run"])
+
+
 def _stamp(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -30,6 +30,12 @@ def content(adjustment: CreditAdjustment) -> tuple[Any, ...]:
 LEGACY_SENDING = "sending"
 
 
+def stored_state(text: str) -> AdjustmentState:
+    """The state a row's stored text means (version-1 journals stored unknown as
+    ``sending``)."""
+    return AdjustmentState.UNKNOWN if text == LEGACY_SENDING else AdjustmentState(text)
+
+
 def to_row(record: sqlite3.Row) -> AdjustmentRow:
     """The :class:`AdjustmentRow` of a database row."""
     force = record["force"]
@@ -44,7 +50,7 @@ def to_row(record: sqlite3.Row) -> AdjustmentRow:
     return AdjustmentRow(
         adjustment,
         # Journals of version 1 marked rows "sending" before their POST: unknown now.
-        AdjustmentState.UNKNOWN if state == LEGACY_SENDING else AdjustmentState(state),
+        stored_state(state),
         attempts=record["attempts"],
         resends=record["resends"],
         sent_note=record["sent_note"],

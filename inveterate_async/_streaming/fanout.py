@@ -17,12 +17,8 @@ import sys
 import weakref
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
-    Iterable,
-    Mapping,
 )
 from functools import partial
 from types import TracebackType
@@ -46,89 +42,23 @@ from .._models import (
     position_after,
 )
 from .failfast import FailureStreak
+from .members import CustomerId, Members, NextMember, member_source
+from .messages import (
+    WORKER_DONE,
+    Aborted,
+    Event,
+    HandedOver,
+    PageRead,
+    PageSource,
+    WorkerCrashed,
+)
 
-CustomerId = str | int
 OnError = Literal["raise", "collect"]
-MemberItem = CustomerId | tuple[CustomerId, LedgerPosition]
-Members = Iterable[MemberItem] | AsyncIterable[MemberItem] | Mapping[CustomerId, LedgerPosition]
 
-
-@attrs.frozen(slots=True)
-class PageRead:
-    """What a worker learns of its page once the consumer has taken it."""
-
-    next_cursor: str | None
-
-
-HandOver = Callable[[Callable[[], CreditPage]], Awaitable[PageRead]]
-"""How a worker hands a response over: it passes the function that reads it and gets
-the page's cursor back (or the read's error raised) once the consumer has taken it."""
-PageSource = Callable[[CustomerId, LedgerPosition, HandOver], AsyncIterator[PageRead]]
-Event = LedgerPage | MemberFinished
-Member = tuple[CustomerId, LedgerPosition]
-NextMember = Callable[[], Awaitable[Member | None]]
-
-
-@attrs.frozen(slots=True)
-class _HandedOver:
-    customer_id: CustomerId
-    read: Callable[[], CreditPage]
-    outcome: asyncio.Future[PageRead | Exception]
-
-
-@attrs.frozen(slots=True)
-class _WorkerCrashed:
-    error: Exception
-
-
-@attrs.frozen(slots=True)
-class _Aborted:
-    cause: str
-    error: Exception
-
-
-_WORKER_DONE = object()
 
 # Workers are kept alive here, not by the stream: a stream dropped without being closed
 # is then collected on its own, and its finalizer cancels them (none is destroyed pending).
 _RUNNING: set[asyncio.Task[None]] = set()
-
-
-def _member(item: object) -> Member:
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], LedgerPosition):
-        return item[0], item[1]
-    return item, LedgerPosition.START  # type: ignore[return-value]
-
-
-def _member_source(members: Members) -> NextMember:
-    """One shared, lazy way for the workers to take the next member (None at the end)."""
-    if isinstance(members, (str, bytes)):
-        raise ValueError("customer_ids must be an iterable of ids, not a single str")
-    if isinstance(members, Mapping):
-        members = list(members.items())
-    if isinstance(members, AsyncIterable):
-        iterator = members.__aiter__()
-        # An async iterator must not be advanced by two tasks at once.
-        lock = asyncio.Lock()
-
-        async def next_async() -> Member | None:
-            async with lock:
-                try:
-                    return _member(await iterator.__anext__())
-                except StopAsyncIteration:
-                    return None
-
-        return next_async
-    if not isinstance(members, Iterable):
-        raise ValueError(f"customer_ids must be iterable, not {type(members).__name__}")
-    sync_iterator = iter(members)
-    end = object()
-
-    async def next_sync() -> Member | None:
-        item = next(sync_iterator, end)
-        return None if item is end else _member(item)
-
-    return next_sync
 
 
 @attrs.define
@@ -167,7 +97,7 @@ class CreditStream:
     ) -> None:
         self._tally = _Tally()
         self._pages_of = pages_of
-        self._next_member = _member_source(members)
+        self._next_member = member_source(members)
         self._concurrency = concurrency
         self._on_error = on_error
         self._abort_after = abort_after
@@ -272,7 +202,7 @@ async def _stream(
             consumer.waiting = True
             item = await queue.get()
             consumer.waiting = False
-            if type(item) is _HandedOver:
+            if type(item) is HandedOver:
                 try:
                     page = item.read()
                 except Exception as exc:
@@ -297,9 +227,9 @@ async def _stream(
                     )
                 if as_events:
                     yield item
-            elif type(item) is _Aborted:
+            elif type(item) is Aborted:
                 raise StreamAbortedError(item.cause, streak.limit or 0, item.error) from item.error
-            elif isinstance(item, _WorkerCrashed):
+            elif isinstance(item, WorkerCrashed):
                 raise item.error
             else:
                 running -= 1
@@ -323,13 +253,13 @@ async def _work(
             cause = streak.record(finished.error)
             await queue.put(finished)
             if cause is not None and finished.error is not None:
-                await queue.put(_Aborted(cause, finished.error))
+                await queue.put(Aborted(cause, finished.error))
     except Exception as exc:
         # Not one member's fault (the id source failed, the client was closed):
         # hand it to the consumer, which stops everything.
-        await queue.put(_WorkerCrashed(exc))
+        await queue.put(WorkerCrashed(exc))
         return
-    await queue.put(_WORKER_DONE)
+    await queue.put(WORKER_DONE)
 
 
 async def _read_member(
@@ -352,7 +282,7 @@ async def _read_member(
         # The outcome is a value, not a future's exception: a worker cancelled before it
         # looks leaves no "exception was never retrieved" behind.
         outcome: asyncio.Future[PageRead | Exception] = new_future()
-        await queue.put(_HandedOver(customer_id, read, outcome))
+        await queue.put(HandedOver(customer_id, read, outcome))
         page_or_error = await outcome
         if isinstance(page_or_error, Exception):
             raise page_or_error

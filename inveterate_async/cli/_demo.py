@@ -12,16 +12,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .. import Credit, InveterateClient, ServerError
+from .. import Credit, InveterateClient, ServerError, export_credits
 from .._errors import UNKNOWN_OUTCOME_HINT
 from ._core import SANDBOX_API_KEY, LedgerState, start_sandbox, write_ledger
 from ._exits import run
-from ._exporter import ExportReport, OrderedExport
-from ._ids import MemberIds
-from ._output import CREDIT_COLUMNS, EXPORT_COLUMNS, TableWriter, plural, row_encoder
+from ._output import CREDIT_COLUMNS, TableWriter, plural
 from ._progress import export_progress, ledger_progress
-from ._state import Checkpoint
-from ._target import OutputTarget, Sink
 from ._terminal import is_terminal
 
 DEMO_MEMBERS = 200
@@ -90,27 +86,23 @@ async def run_demo(console: Console | None = None) -> None:
             )
             sandbox.latency = DEMO_LATENCY
             sandbox.reset_stats()
-            result = ExportReport()
             export_started = loop.time()
-            target = OutputTarget(str(path))
-            header, encode = row_encoder("csv", EXPORT_COLUMNS)
-            stream = target.open_new(header.encode())
-            ids = MemberIds([str(n) for n in range(1, DEMO_MEMBERS + 1)], None)
             with export_progress(progress, total=DEMO_MEMBERS) as tracker:
-                await OrderedExport(
-                    Sink(stream, name=str(path), seekable=True),
-                    encode,
-                    start=Checkpoint(offset=len(header)),
-                    report=result,
-                    tracker=tracker,
-                ).run(client, aiter(ids), concurrency=DEMO_CONCURRENCY, page_size=None)
-            target.commit(stream)
+                result = await export_credits(
+                    client,
+                    range(1, DEMO_MEMBERS + 1),
+                    path,
+                    concurrency=DEMO_CONCURRENCY,
+                    on_progress=lambda now: tracker.update(
+                        credits=now.credits, members=now.members
+                    ),
+                )
             seconds = loop.time() - export_started
             sandbox.latency = 0.0
             out.print(f"file:    {escape(str(path))} (kept for you to look at)")
             out.print(
-                f"rows:    {plural(result.rows, 'credit')} of "
-                f"{plural(result.members_done, 'member')}, {len(result.failures)} failed"
+                f"rows:    {plural(result.credits, 'credit')} of "
+                f"{plural(result.members, 'member')}, {len(result.failures)} failed"
             )
             requests = len(sandbox.requests)
             out.print(

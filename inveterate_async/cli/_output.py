@@ -6,31 +6,30 @@ Money is never converted to float: amounts are written with the exact digits of 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-# Shared with the cluster workers, so both write the same bytes; re-exported here.
-from .._rows import CREDIT_COLUMNS as CREDIT_COLUMNS
-from .._rows import EXPORT_COLUMNS as EXPORT_COLUMNS
-from .._rows import credit_row as credit_row
-from .._rows import json_line
-from .._rows import json_text as json_text
-from .._rows import timestamp_text as timestamp_text
+# Shared with export_credits and the cluster workers, so all write the same bytes.
+from .._export.rows import CREDIT_COLUMNS as CREDIT_COLUMNS
+from .._export.rows import EXPORT_COLUMNS as EXPORT_COLUMNS
+from .._export.rows import Row as Row
+from .._export.rows import cell_text as cell_text
+from .._export.rows import credit_row as credit_row
+from .._export.rows import csv_text as csv_text
+from .._export.rows import json_text as json_text
+from .._export.rows import jsonl_encoder
+from .._export.rows import row_encoder as row_encoder
+from .._export.rows import timestamp_text as timestamp_text
 from ._exits import write_failed
 
 FORMATS = ("table", "jsonl", "csv")
 
-Row = Sequence[Any]
 
 # Fixed widths keep the columns of successive pages' tables aligned; "note" takes the
 # rest of the line. Below _ID_MIN_WIDTH columns the table leaves "id" out, so that a note
@@ -57,40 +56,6 @@ def plural(count: int, noun: str, *, grouped: bool = False) -> str:
     """
     number = f"{count:,}" if grouped else str(count)
     return f"{number} {noun}" if count == 1 else f"{number} {noun}s"
-
-
-def cell_text(value: Any) -> str:
-    """The text of one CSV or table cell: exact digits for money, empty for None."""
-    if value is None:
-        return ""
-    if isinstance(value, (str, Decimal)) or type(value) is int:
-        return str(value)
-    return json_text(value)
-
-
-def jsonl_encoder(columns: Sequence[str]) -> Callable[[Sequence[Row]], str]:
-    """A function turning rows into JSON Lines text, keys in column order."""
-    keys = [json.dumps(name) + ":" for name in columns]
-
-    def encode(rows: Sequence[Row]) -> str:
-        return "".join(json_line(keys, row) for row in rows)
-
-    return encode
-
-
-def csv_text(rows: Sequence[Row]) -> str:
-    """Rows as CSV lines (``\\n`` endings, quoting only where needed)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows([cell_text(value) for value in row] for row in rows)
-    return buffer.getvalue()
-
-
-def row_encoder(fmt: str, columns: Sequence[str]) -> tuple[str, Callable[[Sequence[Row]], str]]:
-    """The header text (empty for JSON Lines) and the row encoder of ``csv`` or ``jsonl``."""
-    if fmt == "csv":
-        return csv_text([columns]), csv_text
-    return "", jsonl_encoder(columns)
 
 
 class RowWriter(ABC):

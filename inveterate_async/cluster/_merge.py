@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._rows import EXPORT_COLUMNS
+from .._export.rows import EXPORT_COLUMNS
 from ._files import write_atomically
 
 

@@ -17,7 +17,7 @@ from arq.jobs import deserialize_result
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._rows import EXPORT_COLUMNS
+from .._export.rows import EXPORT_COLUMNS
 from ._files import count_lines, write_atomically
 from ._settings import (
     BROKER_PATIENCE,

@@ -27,8 +27,8 @@ from .._errors import (
     PermissionDeniedError,
     StreamAbortedError,
 )
+from .._export.rows import export_line
 from .._models import LedgerPage
-from .._rows import export_line
 from ._files import count_lines, write_atomically
 from ._journal import ShardJournal, remove_journal
 from ._settings import MAX_STALLED_RUNS, SLICE_FRACTION

@@ -1,32 +1,5 @@
-"""Every exception the SDK raises, and the one place errors get their context.
-
-::
-
-    InveterateError
-    ├── APIConnectionError      no HTTP answer (network failure, client closed)
-    │   └── APITimeoutError     an attempt's timeout or the call's deadline ran out
-    ├── APIStatusError          a non-2xx answer: status, message, data, headers, body
-    │   ├── BadRequestError     400: nothing was applied (also a wrong key, per the API)
-    │   ├── AuthenticationError 401
-    │   ├── PermissionDeniedError 403
-    │   ├── NotFoundError       404
-    │   ├── RateLimitError      429, with ``retry_after``
-    │   └── ServerError         5xx
-    ├── InvalidResponseError    a 2xx answer whose body cannot be read
-    │   └── PaginationError     the API sent a cursor it had sent before (a loop)
-    ├── MemberError             one member of ``iter_credits_many`` failed
-    ├── StreamAbortedError      ``iter_credits_many`` stopped: every member would fail
-    └── JournalError            a bulk-adjustment journal cannot be used
-        ├── JournalLockedError  another process is applying from the same journal
-        └── JournalConflictError a ref is already in the journal with other content
-
-``APIConnectionError``, ``ServerError`` and ``InvalidResponseError`` carry
-``outcome_unknown``: True for a write that may have been applied.
-
-Errors raised by a request pass through one choke point (``_context``), which fills
-in the request and response they belong to and scrubs the API key out of all of them.
-Every error is one line in ``str()``, and pickles to an equal error.
-"""
+"""The base error, and the errors of a call to the API (no answer, a non-2xx answer, an
+answer that cannot be read)."""
 
 from __future__ import annotations
 
@@ -36,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
-from ._exchange import Headers, PreparedRequest, Response, as_headers, request_id
+from .._exchange import Headers, PreparedRequest, Response, as_headers, request_id
 
 if TYPE_CHECKING:
-    from ._redact import Redactor
+    from .._redact import Redactor
 
 UNKNOWN_OUTCOME_HINT = "the credit may have been applied: check the ledger before retrying"
 
@@ -84,6 +57,9 @@ class InveterateError(Exception):
     def __str__(self) -> str:
         return one_line(self._describe())
 
+    # The attribute that holds the cause, for errors that wrap one (restored on unpickling).
+    _cause_field: str | None = None
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
         return f"{type(self).__name__}({fields})"
@@ -113,8 +89,8 @@ def _restore(cls: type[InveterateError], state: dict[str, Any]) -> InveterateErr
         state["headers"] = as_headers(state["headers"])
     vars(error).update(state)
     error.args = (error.message,)
-    if isinstance(error, (MemberError, StreamAbortedError)):
-        error.__cause__ = error.error
+    if cls._cause_field is not None:
+        error.__cause__ = getattr(error, cls._cause_field)
     return error
 
 
@@ -304,94 +280,6 @@ class InvalidResponseError(InveterateError):
 
 class PaginationError(InvalidResponseError):
     """The API returned a cursor already seen in this iteration (the ledger would loop)."""
-
-
-class MemberError(InveterateError):
-    """Raised by ``iter_credits_many(on_error="raise")`` for the first member that failed.
-
-    ``error`` (also ``__cause__``) is the typed cause; ``cursor`` is where to resume
-    that member (None: from the start).
-    """
-
-    _repr_fields: tuple[str, ...] = ("customer_id", "error", "cursor")
-
-    def __init__(self, customer_id: str | int, error: Exception, cursor: str | None) -> None:
-        super().__init__(f"member {customer_id!r}: {type(error).__name__}: {error}")
-        self.customer_id = customer_id
-        self.error = error
-        self.cursor = cursor
-
-
-class StreamAbortedError(InveterateError):
-    """``iter_credits_many`` stopped: members kept failing for a cause no member can avoid.
-
-    ``reason`` says which (the key was refused, the API cannot be reached); ``error``
-    (also ``__cause__``) is the last member's typed error; ``failed`` counts the members
-    that failed in a row.
-    """
-
-    _repr_fields: tuple[str, ...] = ("reason", "failed", "error")
-
-    def __init__(self, reason: str, failed: int, error: Exception) -> None:
-        super().__init__(
-            f"stopped after {failed} members in a row failed because {reason}: "
-            f"{type(error).__name__}: {error}"
-        )
-        self.reason = reason
-        self.failed = failed
-        self.error = error
-
-
-class JournalError(InveterateError):
-    """A bulk-adjustment journal cannot be used: not a journal, unreadable, or missing.
-
-    ``path`` is the journal's file.
-    """
-
-    _repr_fields: tuple[str, ...] = ("message", "path")
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message)
-        self.path = path
-
-
-class JournalLockedError(JournalError):
-    """Another writer has the journal: another process, or another ``Journal`` (or
-    ``apply_credits`` call) in this one.
-
-    ``holder`` says who, as far as known: the pid, host and start time the holder recorded
-    in the journal. Raised when opening, before anything is sent; or mid-run if another
-    writer took the journal over (the run stops; rows it was sending are unknown, and the
-    next run looks them up in the ledger first).
-    """
-
-    _repr_fields: tuple[str, ...] = ("message", "path", "holder")
-
-    def __init__(self, message: str, *, path: str, holder: str) -> None:
-        super().__init__(message, path=path)
-        self.holder = holder
-
-
-class JournalWriteError(JournalError):
-    """Writing the journal failed (a full disk, an I/O error) after POSTs went out.
-
-    Rows being sent may have been applied; the journal holds them as unknown. Fix the
-    cause the message names and run again: they are looked up in the ledger first.
-    """
-
-
-class JournalConflictError(JournalError):
-    """Some refs are already in the journal with different content; nothing was sent.
-
-    ``refs`` are the conflicting refs, in input order. A row can be edited only while
-    the API has certainly applied nothing for it: never sent, or rejected.
-    """
-
-    _repr_fields: tuple[str, ...] = ("message", "path", "refs")
-
-    def __init__(self, message: str, *, path: str, refs: tuple[str, ...]) -> None:
-        super().__init__(message, path=path)
-        self.refs = refs
 
 
 STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {

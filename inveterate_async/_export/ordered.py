@@ -17,57 +17,23 @@ the fan-out then stops for it (``abort_after``), resuming retries that member in
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 
-import attrs
-
-from .. import InveterateClient, LedgerPage, LedgerPosition, MemberFinished
+from .._client import InveterateClient
+from .._models import LedgerPage, LedgerPosition, MemberFinished
 from .._streaming.failfast import shared_cause
-from ._exits import WriteFailed, describe
-from ._output import Row, credit_row
-from ._progress import Tracker
-from ._spool import Spool
-from ._state import Checkpoint, FailedMember, IdsChanged, chain_digest
-from ._target import Sink
+from .errors import ExportError, ExportStateError, failed_write, ids_changed
+from .member import Member, Status
+from .report import ExportProgress, Tally
+from .rows import Row, credit_row
+from .spool import Spool
+from .state import Checkpoint, ExportFailure, chain_digest
+from .target import Sink
 
 CHECKPOINT_SECONDS = 0.25
 MIN_WINDOW = 64
 WINDOW_PER_WORKER = 8
-
-
-class _Status(enum.Enum):
-    READING = enum.auto()
-    DONE = enum.auto()
-    HELD = enum.auto()  # failed for a shared cause: final only if the fan-out goes on
-    FAILED = enum.auto()
-
-
-@attrs.define
-class _Member:
-    index: int
-    member_id: str
-    #: After the last page in the output: where a resume starts this member.
-    position: LedgerPosition = LedgerPosition.START
-    status: _Status = _Status.READING
-    written: int = 0  # rows in the output
-    #: The pages waiting in the spool: their rows and the position after each.
-    spooled: list[tuple[int, LedgerPosition]] = attrs.field(factory=list)
-    start: int = 0  # where its rows begin in the output, once it is the head
-    error: str = ""
-
-
-@attrs.define
-class ExportReport:
-    """What an export did, for the messages at its end."""
-
-    rows: int = 0
-    members_done: int = 0
-    #: Members whose ledgers could not be read, in the order of the ids.
-    failures: list[FailedMember] = attrs.field(factory=list)
-    #: The last checkpoint saved (with a state file).
-    saved: Checkpoint | None = None
 
 
 class OrderedExport:
@@ -77,6 +43,7 @@ class OrderedExport:
     :param encode: turns rows into text (CSV or JSON Lines).
     :param start: where to begin; its offset must be the sink's current length.
     :param report: filled in as the export goes (also when it stops early).
+    :param on_progress: called with the counts after each page and member.
     """
 
     def __init__(
@@ -85,30 +52,30 @@ class OrderedExport:
         encode: Callable[[Sequence[Row]], str],
         *,
         start: Checkpoint,
-        report: ExportReport,
-        tracker: Tracker | None = None,
+        report: Tally,
+        on_progress: Callable[[ExportProgress], None] | None = None,
     ) -> None:
         self._sink = sink
         self._encode = encode
         self._start = start
         self._report = report
-        self._tracker = tracker or Tracker()
+        self._on_progress = on_progress
         self._spool = Spool()
         self._head = start.head
         self._next_index = start.head
         self._offset = start.offset
         self._digest = start.ids_digest
-        self._by_index: dict[int, _Member] = {}
-        self._by_id: dict[str, _Member] = {}
-        self._held: list[_Member] = []
+        self._by_index: dict[int, Member] = {}
+        self._by_id: dict[str, Member] = {}
+        self._held: list[Member] = []
         self._held_cause: str | None = None
-        self._new_failures: list[FailedMember] = []
+        self._new_failures: list[ExportFailure] = []
         self._room = asyncio.Event()
         self._window = MIN_WINDOW
         self._last_save = 0.0
         report.rows, report.members_done = start.rows, start.members_done
         if start.head_id is not None:  # added now: a checkpoint taken at once keeps its rows
-            head = _Member(start.head, start.head_id, start.head_position, written=start.head_rows)
+            head = Member(start.head, start.head_id, start.head_position, written=start.head_rows)
             self._add(head).start = start.head_start
 
     async def run(
@@ -118,16 +85,18 @@ class OrderedExport:
         *,
         concurrency: int,
         page_size: int | None,
+        abort_after: int | None,
     ) -> None:
         """Read and write every member after the start.
 
-        :raises IdsChanged: if resuming with other ids than the saved export's.
+        :raises ExportStateError: if resuming with other ids than the saved export's.
         :raises StreamAbortedError: when members keep failing for a shared cause.
-        :raises WriteFailed: when the output cannot be written (no checkpoint is saved
-            then: the last one stays valid).
+        :raises ExportOutputError: when the output cannot be written (no checkpoint is
+            saved then: the last one stays valid).
         """
         self._window = max(MIN_WINDOW, WINDOW_PER_WORKER * concurrency)
         self._last_save = asyncio.get_running_loop().time()
+        self._track()
         try:
             await self._skip_written(member_ids)
             stream = client.iter_credits_many(
@@ -135,6 +104,7 @@ class OrderedExport:
                 concurrency=concurrency,
                 page_size=page_size,
                 on_error="collect",
+                abort_after=abort_after,
             )
             async with stream:
                 async for event in stream.events():
@@ -151,12 +121,12 @@ class OrderedExport:
                 raise RuntimeError(f"the export lost track of {len(self._by_index)} members")
             self._sink.flush()
             self._save()
-        except (WriteFailed, KeyboardInterrupt, SystemExit):
-            # The output may be half-written, or the stop may have come between two steps
-            # of the bookkeeping: the last checkpoint saved stays the one to resume from.
-            raise
-        except BaseException:
-            self._save_on_stop()
+        except BaseException as exc:
+            # After a failed write the output may be half-written, and KeyboardInterrupt or
+            # SystemExit may have come between two steps of the bookkeeping: then the last
+            # checkpoint saved stays the one to resume from.
+            if not (failed_write(exc) or isinstance(exc, (KeyboardInterrupt, SystemExit))):
+                self._save_on_stop()
             raise
         finally:
             self._spool.close()
@@ -168,10 +138,10 @@ class OrderedExport:
         for _ in range(self._start.head):
             member_id = await anext(member_ids, None)
             if member_id is None:
-                raise IdsChanged("there are fewer ids than in the interrupted export")
+                raise self._ids_changed("there are fewer ids than in the interrupted export")
             digest = chain_digest(digest, member_id)
         if digest != self._start.ids_digest:
-            raise IdsChanged("the ids are not those of the interrupted export")
+            raise self._ids_changed("the ids are not those of the interrupted export")
 
     async def _members(
         self, member_ids: AsyncIterator[str]
@@ -184,24 +154,27 @@ class OrderedExport:
                 await self._room.wait()
             member = self._by_index.get(index)
             if member is None:
-                member = self._add(_Member(index, member_id))
+                member = self._add(Member(index, member_id))
             elif member.member_id != member_id:
-                raise IdsChanged(f"id {index + 1} is no longer {member.member_id!r}")
+                raise self._ids_changed(f"id {index + 1} is no longer {member.member_id!r}")
             self._next_index += 1
             if index == self._head and not member.written:
                 self._promote(member)
             yield member_id, member.position
         if self._start.head_id is not None and self._next_index == self._start.head:
-            raise IdsChanged(f"{self._start.head_id!r} is missing from the ids")
+            raise self._ids_changed(f"{self._start.head_id!r} is missing from the ids")
 
-    def _add(self, member: _Member) -> _Member:
+    def _ids_changed(self, reason: str) -> ExportStateError:
+        return ids_changed("" if self._sink.state is None else self._sink.state.path, reason)
+
+    def _add(self, member: Member) -> Member:
         self._by_index[member.index] = member
         self._by_id[member.member_id] = member
         return member
 
     def _head_is_held(self) -> bool:
         head = self._by_index.get(self._head)
-        return head is not None and head.status is _Status.HELD
+        return head is not None and head.status is Status.HELD
 
     def _on_page(self, event: LedgerPage) -> None:
         member = self._by_id[str(event.customer_id)]
@@ -220,13 +193,13 @@ class OrderedExport:
         if cause is None or cause != self._held_cause:
             self._release_held()  # the run of shared failures is over: they are final
         if error is None:
-            member.status = _Status.DONE
+            member.status = Status.DONE
         else:
-            member.error = describe(error)
+            member.error = f"{type(error).__name__}: {error}"
             if cause is None:
-                member.status = _Status.FAILED
+                member.status = Status.FAILED
             else:
-                member.status = _Status.HELD
+                member.status = Status.HELD
                 self._held.append(member)
                 self._held_cause = cause
                 self._room.set()
@@ -234,21 +207,21 @@ class OrderedExport:
 
     def _release_held(self) -> None:
         for member in self._held:
-            if member.status is _Status.HELD:
-                member.status = _Status.FAILED
+            if member.status is Status.HELD:
+                member.status = Status.FAILED
         self._held.clear()
         self._held_cause = None
 
     def _advance(self) -> None:
         """Move the head past every member that is done or failed for good."""
         while (member := self._by_index.get(self._head)) is not None:
-            if member.status is _Status.DONE:
+            if member.status is Status.DONE:
                 self._flush(member)
                 self._report.members_done += 1
                 if not self._sink.streams_head:
                     self._sink.flush()  # a reader of stdout gets each member when it is done
-            elif member.status is _Status.FAILED:
-                failure = FailedMember(member.index, member.member_id, member.error)
+            elif member.status is Status.FAILED:
+                failure = ExportFailure(member.index, member.member_id, member.error)
                 self._new_failures.append(failure)
                 self._report.failures.append(failure)
                 self._spool.discard(member.index)
@@ -258,13 +231,13 @@ class OrderedExport:
             self._digest = chain_digest(self._digest, member.member_id)
             self._head += 1
             self._room.set()
-            if member.written and member.status is _Status.FAILED:
+            if member.written and member.status is Status.FAILED:
                 self._cut(member)
             following = self._by_index.get(self._head)
             if following is not None:
                 self._promote(following)
 
-    def _cut(self, member: _Member) -> None:
+    def _cut(self, member: Member) -> None:
         """Remove a failed head's rows: the checkpoint says so first, so that a crash in
         between resumes without them."""
         self._offset = member.start
@@ -272,19 +245,19 @@ class OrderedExport:
         self._save()
         self._sink.truncate(member.start)
 
-    def _promote(self, member: _Member) -> None:
+    def _promote(self, member: Member) -> None:
         """``member`` becomes the head: its rows so far go out (if it streams)."""
         member.start = self._offset
-        if self._sink.streams_head and member.status is not _Status.FAILED:
+        if self._sink.streams_head and member.status is not Status.FAILED:
             self._flush(member)
 
-    def _flush(self, member: _Member) -> None:
+    def _flush(self, member: Member) -> None:
         # Page by page, so that what a checkpoint says always matches the bytes written.
         pages, member.spooled = member.spooled, []
         for data, (rows, position) in zip(self._spool.pop(member.index), pages, strict=True):
             self._write(member, data, rows, position)
 
-    def _write(self, member: _Member, data: bytes, rows: int, position: LedgerPosition) -> None:
+    def _write(self, member: Member, data: bytes, rows: int, position: LedgerPosition) -> None:
         self._sink.write(data)
         self._offset += len(data)
         self._report.rows += rows
@@ -294,7 +267,7 @@ class OrderedExport:
     def _checkpoint(self) -> Checkpoint:
         head = self._by_index.get(self._head)
         if head is None or not head.written:  # nothing of it in the output yet
-            head = _Member(self._head, "", start=self._offset)
+            head = Member(self._head, "", start=self._offset)
         return Checkpoint(
             head=self._head,
             head_id=head.member_id or None,
@@ -324,8 +297,9 @@ class OrderedExport:
         # Stopped at an await (a signal's cancellation, a fan-out abort, bad ids): the output
         # and the bookkeeping agree, so the checkpoint can be brought up to date. If that
         # fails, the last one still holds.
-        with suppress(WriteFailed):
+        with suppress(ExportError):
             self._save()
 
     def _track(self) -> None:
-        self._tracker.update(credits=self._report.rows, members=self._head)
+        if self._on_progress is not None:
+            self._on_progress(self._report.progress(self._head))

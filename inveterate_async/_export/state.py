@@ -1,4 +1,4 @@
-"""The ``--state`` file of ``credits export``: where an interrupted export stands, in SQLite.
+"""The state file of an export (``state=``, ``--state``): where it stands, in SQLite.
 
 Why SQLite, in WAL mode (the project's rule for durable local state): one transaction
 records the byte length of the partial output that is complete, the position of the
@@ -27,8 +27,8 @@ from contextlib import contextmanager, suppress
 
 import attrs
 
-from .. import LedgerPosition
-from ._exits import UsageFailure, WriteFailed
+from .._models import LedgerPosition
+from .errors import ExportStateError, StateProblem
 
 SCHEMA_VERSION = 1
 
@@ -69,10 +69,6 @@ _CHECKPOINT_COLUMNS = (
 )
 
 
-class IdsChanged(Exception):
-    """A resumed export was not given the ids of the export it resumes."""
-
-
 def chain_digest(digest: str, member_id: str) -> str:
     """The digest of the ids so far (:attr:`Checkpoint.ids_digest`), after one more id."""
     return hashlib.sha256(f"{digest}\n{member_id}".encode()).hexdigest()
@@ -99,8 +95,14 @@ class Checkpoint:
 
 
 @attrs.frozen
-class FailedMember:
-    """A member none of whose rows are in the output, and why (one line)."""
+class ExportFailure:
+    """A member none of whose credits are in the output, and why.
+
+    :ivar index: its place in the ids (0 for the first), counting only the first of
+        repeated ids.
+    :ivar member_id: its id, as text.
+    :ivar error: the error's class and message, e.g. ``NotFoundError: HTTP 404 ...``.
+    """
 
     index: int
     member_id: str
@@ -110,11 +112,11 @@ class FailedMember:
 class StateFile:
     """An open state file, locked for this process until :meth:`close`.
 
-    :param path: the ``--state`` file (created if missing).
+    :param path: the state file (created if missing).
     :param identity: what makes an export the same one (output, format, columns, API):
         a saved export with another identity is refused.
-    :raises UsageFailure: if the file is not a state file, is used by another export, or
-        belongs to another export.
+    :raises ExportStateError: if the file is not a state file, is used by another export,
+        or belongs to another export.
     """
 
     def __init__(self, path: str, identity: Mapping[str, str]) -> None:
@@ -124,7 +126,9 @@ class StateFile:
             # timeout=0: a file locked by another run is an error at once, not a wait.
             self._db = sqlite3.connect(path, timeout=0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise UsageFailure(f"cannot open the state file {path}: {exc}") from None
+            raise _unusable(
+                f"cannot open the state file {path}: {exc}", path, "cannot_open"
+            ) from None
         try:
             self._setup()
             self._row = self._db.execute(
@@ -135,21 +139,27 @@ class StateFile:
         except sqlite3.OperationalError as exc:
             self._db.close()
             if "locked" in str(exc):
-                raise UsageFailure(f"another export is using the state file {path}") from None
-            raise UsageFailure(f"cannot use the state file {path}: {exc}") from None
+                raise _unusable(
+                    f"another export is using the state file {path}", path, "in_use"
+                ) from None
+            raise _unusable(
+                f"cannot use the state file {path}: {exc}", path, "cannot_open"
+            ) from None
         except sqlite3.DatabaseError:
             self._db.close()
-            raise UsageFailure(
-                f"{path} is not a state file of `inveterate credits export`"
-            ) from None
+            message = (
+                f"{path} is not a state file of `inveterate credits export` or `export_credits`"
+            )
+            raise _unusable(message, path, "not_a_state_file") from None
         if self._row is not None and (
             self._row[0] != SCHEMA_VERSION or self._row[1] != self._identity
         ):
             self._db.close()
-            raise UsageFailure(
-                f"the state file {path} belongs to another export (another --out, --format "
-                "or API): use another --state, or delete it to start over"
+            message = (
+                f"the state file {path} belongs to another export (another output file, "
+                "format or API): use another state file, or delete it to start over"
             )
+            raise _unusable(message, path, "other_export")
 
     def _setup(self) -> None:
         # Exclusive locking, set before WAL is first used: the lock is held from the first
@@ -182,10 +192,10 @@ class StateFile:
         """Whether the saved export was read to the end (only its file move may be left)."""
         return self._row is not None and bool(self._row[3])
 
-    def failures(self) -> list[FailedMember]:
+    def failures(self) -> list[ExportFailure]:
         """The members recorded as failed, in the order of the ids."""
         rows = self._db.execute("SELECT idx, member_id, error FROM failures ORDER BY idx")
-        return [FailedMember(index, member_id, error) for index, member_id, error in rows]
+        return [ExportFailure(index, member_id, error) for index, member_id, error in rows]
 
     def start(self, partial_path: str, checkpoint: Checkpoint) -> None:
         """Record a new export (forgetting any earlier one) and its first checkpoint."""
@@ -200,7 +210,7 @@ class StateFile:
             )
         self._row = (SCHEMA_VERSION, self._identity, partial_path, 0, *_values(checkpoint))
 
-    def save(self, checkpoint: Checkpoint, failures: Sequence[FailedMember] = ()) -> None:
+    def save(self, checkpoint: Checkpoint, failures: Sequence[ExportFailure] = ()) -> None:
         """Record ``checkpoint`` and new ``failures`` in one transaction."""
         with self._transaction():
             self._db.execute(
@@ -230,7 +240,8 @@ class StateFile:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """A write transaction; a failure to write (a full disk) is :class:`WriteFailed`."""
+        """A write transaction; a failure to write (a full disk) is an
+        :class:`ExportStateError` (``write_failed``)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -240,7 +251,8 @@ class StateFile:
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise WriteFailed(f"cannot write the state file {self.path}: {exc}") from None
+            message = f"cannot write the state file {self.path}: {exc}"
+            raise ExportStateError(message, path=self.path, problem="write_failed") from None
 
 
 def _values(checkpoint: Checkpoint) -> tuple[object, ...]:
@@ -255,3 +267,7 @@ def _values(checkpoint: Checkpoint) -> tuple[object, ...]:
         checkpoint.members_done,
         checkpoint.ids_digest,
     )
+
+
+def _unusable(message: str, path: str, problem: StateProblem) -> ExportStateError:
+    return ExportStateError(message, path=path, problem=problem)
