@@ -512,6 +512,27 @@ async def test_a_late_first_write_of_a_resent_row_is_flagged_by_a_later_run(
     assert sorted(c.entry_id for c in row.candidates) == [e["id"] for e in entries]
 
 
+async def test_a_resent_row_applied_once_is_not_flagged_by_a_later_look_alike(
+    tmp_path: Path,
+) -> None:
+    # Untagged, a re-sent row is looked at again by later runs (a late first write would
+    # show): a credit of the same amount and note made later by someone else is not one.
+    path = tmp_path / "j.sqlite"
+    async with world() as w:
+        options: dict[str, Any] = {"clock": w.clock, "settle": 300, "tag_notes": False}
+        options["resend_unconfirmed"] = True
+        w.sandbox.fail_next(500, method="POST")  # the first POST did nothing
+        first = await w.client.apply_credits([gold(1)], path, **options)
+        assert first.all_applied  # by the re-send
+        w.clock.advance(86_400)
+        await w.client.create_credit("1", Decimal(5), note="Gold bonus")  # someone else
+        second = await w.client.apply_credits([gold(2)], path, **options)
+        assert len(api_entries(w.sandbox, ["1"])) == 2
+    assert second.all_applied
+    (row, _) = await stored_rows(path)
+    assert (row.state, row.resends) == (A.APPLIED, 1)
+
+
 async def test_a_late_first_write_seen_after_a_resend_needs_review(tmp_path: Path) -> None:
     async with world(visibility_delay=400) as w:
         w.sandbox.fail_next(500, method="POST", apply=True)
@@ -931,10 +952,12 @@ async def test_a_journal_taken_by_another_writer_stops_the_run(tmp_path: Path) -
             bump_holder_run(path)  # another writer opened the journal meanwhile
 
     async with world() as w:
-        with pytest.raises(JournalLockedError, match="opened for writing by another run"):
+        # Adjustments had been sent: the error says so (CLI exit 3), and names the cause.
+        with pytest.raises(JournalWriteError, match="opened for writing by another run") as raised:
             await w.client.apply_credits(
                 [gold(1), gold(2)], path, clock=w.clock, concurrency=1, on_progress=taken_over
             )
+        assert isinstance(raised.value.__cause__, JournalLockedError)
         assert [r.customer_id for r in posts(w.sandbox)] == ["1"]
         # The answer could not be recorded: the row stays unknown, for the ledger to decide.
         assert journal_states(path) == {"gold:1": "unknown", "gold:2": "pending"}

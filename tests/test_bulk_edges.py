@@ -26,6 +26,7 @@ from inveterate_async import (
     Journal,
     JournalError,
     JournalLockedError,
+    JournalWriteError,
 )
 from inveterate_async._bulk import journal_open
 from inveterate_async._bulk import rows as rows_module
@@ -334,7 +335,8 @@ async def test_a_row_changed_under_a_run_while_its_post_is_out_stops_the_run(
     tmp_path: Path,
 ) -> None:
     # The outcome of a POST is recorded without waiting (the next mark, or the end of the
-    # pass, waits for it): a record that finds its row changed still stops the run.
+    # pass, waits for it): a record that finds its row changed stops the run before the
+    # next POST.
     path = tmp_path / "j.sqlite"
     rows = batch(12, 1)
 
@@ -348,13 +350,15 @@ async def test_a_row_changed_under_a_run_while_its_post_is_out_stops_the_run(
 
     async with world() as w:
         w.sandbox.fail_next(method="POST", times=100, match=meddle)
-        with pytest.raises(JournalLockedError, match="'g:0' was changed by another writer"):
+        with pytest.raises(JournalWriteError, match="'g:0' was changed by another writer") as e:
             await w.client.apply_credits(rows, path, clock=w.clock, concurrency=1)
+        assert isinstance(e.value.__cause__, JournalLockedError)
         sent = len(posts(w.sandbox))
     states = journal_states(path)
     assert states["g:0"] == "rejected"  # the other writer's change stands
-    assert sent < len(rows)  # stopped before the member's last rows
-    assert list(states.values()).count("pending") == len(rows) - sent
+    # The failed record was committed with the next row's mark: that row is put back, unsent.
+    assert sent == 1
+    assert list(states.values()).count("pending") == len(rows) - 1
 
 
 async def test_every_state_change_is_compare_and_set(tmp_path: Path) -> None:

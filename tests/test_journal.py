@@ -595,6 +595,29 @@ async def test_a_version_1_journal_in_use_by_an_older_release_is_not_upgraded(
     assert not lock_file_exists(path)
 
 
+@pytest.mark.parametrize("held", ["own name", "name given to the old run"])
+async def test_a_version_1_journal_reached_through_a_symlink_checks_both_old_locks(
+    path: Path, tmp_path: Path, held: str
+) -> None:
+    # An older release locked "<the name it was given>.lock": this one is opened through a
+    # symlink, and the older run may have been given either name.
+    _version_1(path)
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(path)
+    name = path if held == "own name" else link
+    legacy = os.open(f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(legacy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for opened in (link, path):
+            if held == "name given to the old run" and opened == path:
+                continue  # only a run given the link itself can know that lock's name
+            with pytest.raises(JournalLockedError, match="an earlier inveterate-async"):
+                await Journal(opened).open()
+        assert sql(path, "PRAGMA user_version") == [(1,)]
+    finally:
+        os.close(legacy)
+
+
 async def test_iter_rows_finds_the_sending_rows_of_a_version_1_journal(path: Path) -> None:
     _version_1(path)
     async with Journal(path, read_only=True) as reader:
@@ -796,5 +819,5 @@ async def test_a_mark_whose_post_never_left_is_undone_exactly(
     assert await journal._unmark(before)
     (after,) = await journal._member_stored("42")
     assert after == before
-    assert sql(path, f"SELECT {columns} FROM adjustments")[0][1:] == stored_before[0][1:]
+    assert sql(path, f"SELECT {columns} FROM adjustments") == stored_before
     assert not await journal._unmark(before)  # not unknown any more: nothing to undo

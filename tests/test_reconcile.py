@@ -198,7 +198,7 @@ def test_entry_keys_are_ids_or_a_fingerprint() -> None:
     assert entry_key(unnamed) == "2026-11-02T10:00:00+00:00|5.00|15.00|n"
     bare = Credit(Decimal("1"))
     assert entry_key(bare) == "|1|None|"
-    assert entry_of(bare) == Entry("|1|None|", Decimal(1), "", None)
+    assert entry_of(bare) == Entry("|1|None|", Decimal(1), "", None, has_id=False)
 
 
 # --- tagged rows: the tag, and what a ledger says of a row ----------------------------------

@@ -102,6 +102,11 @@ class RunContext:
         self.notify(new)
         return new
 
+    @property
+    def failed(self) -> bool:
+        """Whether a record queued by :meth:`record_soon` failed."""
+        return self._failure is not None
+
     def check(self) -> None:
         """Raise the failure of a record queued by :meth:`record_soon`, if one failed.
 

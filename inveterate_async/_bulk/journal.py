@@ -228,7 +228,7 @@ class Journal:
 
     async def _by_member(
         self, where: str, after: tuple[str, int], limit: int
-    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+    ) -> list[tuple[Stored, int]]:
         """See :meth:`JournalFile.by_member`."""
         return await self._run(self._opened().by_member, where, after, limit)
 
@@ -272,8 +272,7 @@ class Journal:
 
     async def _member_stored(self, customer_id: str) -> list[Stored]:
         """Every row of a member, with its sending run and time."""
-        found = await self._run(self._opened().member_stored, customer_id)
-        return [Stored(row, sent_run, sent_clock) for row, sent_run, sent_clock in found]
+        return await self._run(self._opened().member_stored, customer_id)
 
     async def _claimed(self, customer_id: str) -> set[str]:
         return await self._run(self._opened().claimed, customer_id)

@@ -158,8 +158,13 @@ class JournalFile:
 
     def _upgrade(self, connection: sqlite3.Connection, script: str) -> None:
         """Upgrade a version-1 journal, unless a run of an older release is using it."""
+        # An older release locked "<the name it was given>.lock": the name given here, and
+        # the file's own name (this one may have come through a symlink).
+        names = dict.fromkeys([self.path, os.path.realpath(self.path)])
         try:
-            with legacy_lock(self.path):
+            with contextlib.ExitStack() as held_locks:
+                for name in names:
+                    held_locks.enter_context(legacy_lock(name))
                 connection.executescript(script)
         except HeldElsewhere as held:
             holder = held.holder or "a run of an earlier inveterate-async"
@@ -236,12 +241,9 @@ class JournalFile:
         query = f"SELECT * FROM adjustments WHERE {where} ORDER BY position LIMIT ?"
         return [(r["position"], to_row(r)) for r in self.db.execute(query, (*params, limit))]
 
-    def by_member(
-        self, where: str, after: tuple[str, int], limit: int
-    ) -> list[tuple[AdjustmentRow, int, int | None, float | None]]:
+    def by_member(self, where: str, after: tuple[str, int], limit: int) -> list[tuple[Stored, int]]:
         """Up to ``limit`` rows matching ``where`` (with ``:run`` for this run) after
-        ``after`` in (member, position) order, each with its position, sending run and
-        sending time."""
+        ``after`` in (member, position) order, each with its position."""
         if self._blank:
             return []
         query = (
@@ -249,20 +251,12 @@ class JournalFile:
             f"AND ({where}) ORDER BY customer_id, position LIMIT :limit"
         )
         params = {"member": after[0], "position": after[1], "limit": limit, "run": self.run}
-        return [
-            (to_row(r), r["position"], r["sent_run"], r["sent_clock"])
-            for r in self.db.execute(query, params)
-        ]
+        return [(_stored(r), r["position"]) for r in self.db.execute(query, params)]
 
-    def member_stored(
-        self, customer_id: str
-    ) -> list[tuple[AdjustmentRow, int | None, float | None]]:
-        """Every row of a member, with its sending run and time, in journal order."""
+    def member_stored(self, customer_id: str) -> list[Stored]:
+        """Every row of a member, in journal order."""
         query = "SELECT * FROM adjustments WHERE customer_id = ? ORDER BY position"
-        return [
-            (to_row(r), r["sent_run"], r["sent_clock"])
-            for r in self.db.execute(query, (customer_id,))
-        ]
+        return [_stored(r) for r in self.db.execute(query, (customer_id,))]
 
     def claimed(self, customer_id: str) -> set[str]:
         """The ledger entries claimed by the member's rows."""
@@ -297,11 +291,10 @@ class JournalFile:
         """Undo :meth:`mark_sent` of a row whose POST never left; False if the row is not
         unknown (then nothing was marked)."""
         row = previous.row
-        resend = row.state is AdjustmentState.NOT_APPLIED
         sql = (
             "UPDATE adjustments SET state = ?, attempts = ?, resends = ?, sent_note = ?, "
             "first_sent_at = ?, last_sent_at = ?, sent_run = ?, sent_clock = ?, "
-            "resent_run = CASE WHEN ? THEN NULL ELSE resent_run END, error = ?, "
+            "resent_run = ?, error = ?, "
             "updated_at = ? WHERE ref = ? AND state = 'unknown'"
         )
         values = (
@@ -313,7 +306,7 @@ class JournalFile:
             _stamp(row.last_sent_at),
             previous.sent_run,
             previous.sent_clock,
-            int(resend),
+            previous.resent_run,
             row.error,
             wall_time(),
         )
@@ -381,6 +374,10 @@ class JournalFile:
             # SQLite may have rolled back already (a full disk, an I/O error).
             with contextlib.suppress(sqlite3.Error):
                 self.connection.execute("ROLLBACK")
+
+
+def _stored(record: sqlite3.Row) -> Stored:
+    return Stored(to_row(record), record["sent_run"], record["sent_clock"], record["resent_run"])
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -36,12 +36,14 @@ from .._models import Credit
 
 @attrs.frozen(slots=True)
 class Entry:
-    """A ledger entry as reconciliation sees it; ``key`` identifies it in the ledger."""
+    """A ledger entry as reconciliation sees it; ``key`` identifies it in the ledger (its
+    ``id``, or a fingerprint when it has none: ``has_id`` False)."""
 
     key: str
     amount: Decimal
     note: str
     created_at: datetime | None
+    has_id: bool = True
 
 
 class Standing(enum.Enum):
@@ -89,18 +91,24 @@ class Finding:
     candidates: tuple[Entry, ...] = ()
 
 
+def has_entry_id(credit: Credit) -> bool:
+    """Whether the ledger entry carries an ``id``."""
+    entry_id = credit.raw.get("id")
+    return isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool)
+
+
 def entry_key(credit: Credit) -> str:
     """The ledger entry's ``id``; without one, a fingerprint of what it holds."""
-    entry_id = credit.raw.get("id")
-    if isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool):
-        return str(entry_id)
+    if has_entry_id(credit):
+        return str(credit.raw["id"])
     created = "" if credit.created_at is None else credit.created_at.isoformat()
     return f"{created}|{credit.amount}|{credit.new_balance}|{credit.note or ''}"
 
 
 def entry_of(credit: Credit) -> Entry:
     """The :class:`Entry` of a credit read from the ledger."""
-    return Entry(entry_key(credit), credit.amount, credit.note or "", credit.created_at)
+    key = entry_key(credit)
+    return Entry(key, credit.amount, credit.note or "", credit.created_at, has_entry_id(credit))
 
 
 def reconcile(
@@ -147,9 +155,10 @@ def _decide(
     if not undecided and not resent:
         return {}
     earliest = min(row.first_sent_at for row in group) - skew
+    latest = None if undecided else _newest_own(group, looks_alike, skew)
     candidates = tuple(
         sorted(
-            (e for e in looks_alike if e.created_at is None or e.created_at >= earliest),
+            (e for e in looks_alike if _within(e, earliest, latest)),
             key=_age,
         )
     )
@@ -172,6 +181,25 @@ def _decide(
         else:
             findings[row.ref] = Finding(row.ref, Verdict.UNCONFIRMED if over else Verdict.WAIT)
     return findings
+
+
+def _newest_own(
+    group: Sequence[Sent], looks_alike: Sequence[Entry], skew: timedelta
+) -> datetime | None:
+    """For a group with only applied rows to check: a second entry of theirs can only be
+    a late first send, stamped (by the API, as their own entries are) no later than their
+    own entries; None when an own entry or its time is unknown (no bound)."""
+    stamps = {entry.key: entry.created_at for entry in looks_alike}
+    own = [stamps.get(row.own_entry) if row.own_entry else None for row in group]
+    if any(stamp is None for stamp in own):
+        return None
+    return max(stamp for stamp in own if stamp is not None) + skew
+
+
+def _within(entry: Entry, earliest: datetime, latest: datetime | None) -> bool:
+    if entry.created_at is None:
+        return True
+    return entry.created_at >= earliest and (latest is None or entry.created_at <= latest)
 
 
 def _pair(group: Sequence[Sent], candidates: Sequence[Entry], skew: timedelta) -> dict[str, Entry]:

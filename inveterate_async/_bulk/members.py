@@ -66,13 +66,13 @@ async def units(ctx: RunContext, where: str) -> AsyncIterator[Unit]:
     rows: list[Stored] = []
     while True:
         found = await ctx.journal._by_member(where, after, UNIT_ROWS)
-        for row, _, sent_run, sent_clock in found:
-            customer = row.adjustment.customer_id
+        for stored, _ in found:
+            customer = stored.row.adjustment.customer_id
             if look is None or customer != member:
                 if rows and look is not None:
                     yield Unit(member, tuple(rows), look)
                 member, look, rows = customer, Look(_reader(ctx, customer)), []
-            rows.append(Stored(row, sent_run, sent_clock))
+            rows.append(stored)
         if len(found) < UNIT_ROWS:
             break
         after = (member, found[-1][1])

@@ -14,7 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
-from .._errors import InveterateError, JournalError, JournalLockedError, JournalWriteError
+from .._errors import InveterateError, JournalError, JournalWriteError
 from .adjustments import AdjustmentReport, CreditAdjustment, within_places
 from .api import CreditsAPI
 from .context import RunContext, each
@@ -57,7 +57,7 @@ async def apply_credits(
         try:
             return await _execute(ctx, adjustments)
         except JournalError as error:
-            if ctx.may_have_sent and not isinstance(error, (JournalLockedError, JournalWriteError)):
+            if ctx.may_have_sent and not isinstance(error, JournalWriteError):
                 raise JournalWriteError(
                     f"{error}; adjustments were being sent, so some may have been applied: "
                     "fix the cause and run again (rows of unknown outcome are looked up in "
@@ -113,7 +113,7 @@ async def _check_key(ctx: RunContext) -> None:
     if not first:
         return
     try:
-        await ctx.api.get_credits_page(first[0][0].adjustment.customer_id, limit=1)
+        await ctx.api.get_credits_page(first[0][0].row.adjustment.customer_id, limit=1)
     except InveterateError as error:
         if is_auth_failure(error) or not is_missing_member(error):
             raise

@@ -80,7 +80,12 @@ async def decide_found(ctx: RunContext, stored: Stored, ledger: Ledger) -> bool:
     finding = find(ledger, row)
     if finding.verdict is Verdict.MATCHED and finding.entry is not None:
         key = finding.entry.key
-        if row.resends and row.entry_id is not None and row.entry_id != key:
+        if (
+            row.resends
+            and row.entry_id is not None
+            and finding.entry.has_id
+            and row.entry_id != key
+        ):
             # The re-send's answer named its entry; this other tagged one is the first
             # send's, applied late.
             await ctx.record(

@@ -73,6 +73,9 @@ async def send(ctx: RunContext, stored: Stored) -> None:
         raise
     if not marked:
         raise taken(journal, row)
+    if ctx.failed:  # a record committed with this mark failed: this row is not sent
+        await journal._unmark(stored)
+        ctx.check()
     ctx.may_have_sent = True
     resend = row.state is AdjustmentState.NOT_APPLIED
     sent = attrs.evolve(
