@@ -906,7 +906,7 @@ def test_an_export_never_finishes_with_a_member_it_did_not_hear_the_end_of(
     stream = target.open_new(b"")
     exporter = _exporter.OrderedExport(
         _target.Sink(stream, name="x.csv", seekable=True),
-        lambda rows: "",
+        lambda member_id, credits: "",
         start=Checkpoint(),
         report=Tally(),
     )

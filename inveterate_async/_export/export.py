@@ -11,7 +11,7 @@ from .._streaming.failfast import DEFAULT_ABORT_AFTER
 from .files import ExportFiles
 from .ordered import OrderedExport
 from .report import ExportProgress, ExportReport
-from .rows import EXPORT_COLUMNS, row_encoder
+from .rows import page_encoder
 from .target import OutputTarget
 
 ExportFormat = Literal["csv", "jsonl"]
@@ -83,7 +83,7 @@ async def export_credits(
         if value is not None:
             _check_positive(name, value)
     target.check(overwrite=overwrite)
-    header, encode = row_encoder(fmt, EXPORT_COLUMNS)
+    header, encode = page_encoder(fmt)
     files = ExportFiles(target, fmt, state_path)
     try:
         start, sink = files.open(header.encode(), client.base_url)

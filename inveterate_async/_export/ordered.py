@@ -17,7 +17,7 @@ the fan-out then stops for it (``abort_after``), resuming retries that member in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
 from .._client import InveterateClient
@@ -26,7 +26,7 @@ from .._streaming.failfast import shared_cause
 from .errors import ExportError, ExportStateError, failed_write, ids_changed
 from .member import Member, Status
 from .report import ExportProgress, Tally
-from .rows import Row, credit_row
+from .rows import PageEncoder
 from .spool import Spool
 from .state import Checkpoint, ExportFailure, chain_digest
 from .target import Sink
@@ -40,7 +40,7 @@ class OrderedExport:
     """One run of an export, from ``start`` (a saved checkpoint, or the beginning).
 
     :param sink: where rows and checkpoints go.
-    :param encode: turns rows into text (CSV or JSON Lines).
+    :param encode: turns a page of one member's credits into text (CSV or JSON Lines).
     :param start: where to begin; its offset must be the sink's current length.
     :param report: filled in as the export goes (also when it stops early).
     :param on_progress: called with the counts after each page and member.
@@ -49,7 +49,7 @@ class OrderedExport:
     def __init__(
         self,
         sink: Sink,
-        encode: Callable[[Sequence[Row]], str],
+        encode: PageEncoder,
         *,
         start: Checkpoint,
         report: Tally,
@@ -178,13 +178,13 @@ class OrderedExport:
 
     def _on_page(self, event: LedgerPage) -> None:
         member = self._by_id[str(event.customer_id)]
-        rows = [(member.member_id, *credit_row(credit)) for credit in event.credits]
-        data = self._encode(rows).encode()
+        credits = event.credits
+        data = self._encode(member.member_id, credits).encode()
         if member.index == self._head and self._sink.streams_head:
-            self._write(member, data, len(rows), event.position)
+            self._write(member, data, len(credits), event.position)
         else:
             self._spool.add(member.index, data)
-            member.spooled.append((len(rows), event.position))
+            member.spooled.append((len(credits), event.position))
 
     def _on_finished(self, event: MemberFinished) -> None:
         member = self._by_id[str(event.customer_id)]

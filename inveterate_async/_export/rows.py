@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -32,7 +33,7 @@ def timestamp_text(moment: datetime) -> str:
     Whole seconds when the fraction is zero (``2024-03-01T12:00:00Z``), else
     milliseconds (``...:00.250Z``) or, when needed, microseconds.
     """
-    utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    utc = moment.astimezone(timezone.utc) if moment.tzinfo not in (None, timezone.utc) else moment
     text = utc.isoformat(timespec="seconds")[:19]  # without the offset; faster than strftime
     if utc.microsecond:
         fraction = f"{utc.microsecond:06d}"
@@ -105,6 +106,52 @@ def csv_text(rows: Sequence[Row]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerows([cell_text(value) for value in row] for row in rows)
     return buffer.getvalue()
+
+
+PageEncoder = Callable[[str, Sequence[Credit]], str]
+
+# createdAt as the API writes it, already in the one format once a ".000" is dropped.
+_CANONICAL_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+
+
+def _stamp_of(credit: Credit) -> str:
+    """``timestamp_text(credit.created_at)``, from the raw text when that is already in
+    the format (the parsed value is that text's, so the result is the same)."""
+    text = credit.raw.get("createdAt")
+    if isinstance(text, str) and _CANONICAL_STAMP.fullmatch(text):
+        return text[:19] + "Z" if text.endswith(".000Z") else text
+    return "" if credit.created_at is None else timestamp_text(credit.created_at)
+
+
+def csv_page(member_id: str, credits: Sequence[Credit]) -> str:
+    """The CSV lines of :data:`EXPORT_COLUMNS` for one page of a member's credits: the
+    same text as :func:`csv_text` of their rows, without the generic cell dispatch."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [
+            member_id,
+            _stamp_of(credit),
+            str(credit.amount),
+            "" if credit.new_balance is None else str(credit.new_balance),
+            credit.reason or "",
+            credit.note or "",
+            credit.id or "",
+        ]
+        for credit in credits
+    )
+    return buffer.getvalue()
+
+
+def jsonl_page(member_id: str, credits: Sequence[Credit]) -> str:
+    """The JSON Lines rows of :data:`EXPORT_COLUMNS` for one page of a member's credits."""
+    return "".join(export_line(member_id, credit) for credit in credits)
+
+
+def page_encoder(fmt: str) -> tuple[str, PageEncoder]:
+    """The header text (empty for JSON Lines) and the page encoder of ``csv`` or ``jsonl``."""
+    if fmt == "csv":
+        return csv_text([EXPORT_COLUMNS]), csv_page
+    return "", jsonl_page
 
 
 def row_encoder(fmt: str, columns: Sequence[str]) -> tuple[str, Callable[[Sequence[Row]], str]]:
