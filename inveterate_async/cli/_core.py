@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .. import InveterateClient
-from ..testing import Sandbox
 from ._exits import UsageFailure
 from ._output import RowWriter, credit_row
 from ._progress import Tracker
+
+if TYPE_CHECKING:  # the sandbox is imported only by the commands that serve it
+    from ..testing import Sandbox
 
 SANDBOX_API_KEY = "sandbox-key"
 """The key of the embedded sandbox (a test key, not a secret)."""
@@ -72,6 +75,8 @@ async def start_sandbox(
 
     ``fail_rate`` reads fail with a transient 503 (seeded with ``seed``).
     """
+    from ..testing import Sandbox
+
     sandbox = Sandbox(
         api_key=api_key,
         host=host,

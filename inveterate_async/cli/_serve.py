@@ -10,15 +10,18 @@ import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
 
 from .._http.request import is_loopback
-from ..testing import Sandbox
 from ._core import SANDBOX_API_KEY, start_sandbox
 from ._exits import CliError
 from ._rehearsal import SHARE, check_write_shares, describe_faults, rehearsal_options
+
+if TYPE_CHECKING:  # the sandbox is imported only by the commands that serve it
+    from ..testing import Sandbox
 
 
 async def serve_sandbox(
