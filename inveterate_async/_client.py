@@ -121,6 +121,10 @@ class InveterateClient(CreditWrites):
         """The API root every request goes to."""
         return self._base_url
 
+    def _reveals_key(self, text: str) -> bool:
+        # For the layers above that store what the API sends (an export's state file).
+        return self._caller.reveals_key(text)
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -256,7 +260,8 @@ class InveterateClient(CreditWrites):
 
         ``customer_ids`` may be any iterable or async iterable of ids, read lazily; to
         resume, pass ``(customer_id, LedgerPosition)`` pairs or a mapping of id to
-        position instead. Each member's credits arrive in ledger order (members
+        position instead. An id given again (``1`` and ``"1"`` are one member) is read
+        once, the first time. Each member's credits arrive in ledger order (members
         interleave). A member's next page is requested once you have taken its current
         one, so a slow consumer pauses the fetching and each worker holds at most one
         page. Pages that arrive while your loop waits for more are read (parsed,

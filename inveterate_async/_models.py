@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ._exchange import NO_HEADERS, Headers, request_id
+from ._redact import elided
 
 
 @attrs.frozen(slots=True)
@@ -40,7 +41,7 @@ class LedgerPosition:
     read: resuming reads nothing). Store it with :meth:`to_json` / :meth:`from_json`.
     """
 
-    cursor: str | None = None
+    cursor: str | None = attrs.field(default=None, repr=elided)
     done: bool = False
 
     START: ClassVar[LedgerPosition]
@@ -92,7 +93,7 @@ class CreditPage:
     """
 
     credits: tuple[Credit, ...]
-    next_cursor: str | None
+    next_cursor: str | None = attrs.field(repr=elided)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
     #: The HTTP status of the response.
     status: int = attrs.field(default=200, eq=False)
@@ -154,7 +155,7 @@ class MemberFailure:
 
     customer_id: str | int
     error: Exception
-    cursor: str | None
+    cursor: str | None = attrs.field(repr=elided)
 
     @property
     def position(self) -> LedgerPosition:

@@ -12,6 +12,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 REDACTED = "[redacted]"
 
 
+def elided(value: object) -> str:
+    """A cursor as a repr shows it: its first characters and its length, never all of it
+    (a server that echoes the key in its cursors would otherwise show the key)."""
+    if not isinstance(value, str) or len(value) <= 8:
+        return repr(value)
+    return f"<{len(value)} chars {value[:6]!r}…>"
+
+
 class Redactor:
     """Replaces every occurrence of a secret (plain or percent-encoded) with a marker."""
 
@@ -32,6 +40,10 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
+
+    def reveals(self, value: str) -> bool:
+        """Whether the text holds the secret (in any form :meth:`text` scrubs)."""
+        return any(secret in value for secret in self._secrets)
 
     def bytes(self, value: bytes) -> bytes:
         """The bytes with the secret replaced."""

@@ -72,6 +72,15 @@ def test_list_jsonl_when_piped_keeps_exact_amounts(server: ThreadedSandbox) -> N
     assert [row["id"] for row in rows] == server.ledger_ids("42")
 
 
+def test_list_of_an_empty_ledger_says_so_on_stderr(server: ThreadedSandbox) -> None:
+    result = api(server, "credits", "list", "99999")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.strip() == "no credits for member 99999"
+    server.call(server.sandbox.add_credits, "42", ["1"])
+    assert "no credits" not in api(server, "credits", "list", "42").stderr
+
+
 def test_list_csv_cells_are_exact(server: ThreadedSandbox) -> None:
     server.call(
         server.sandbox.add_credits,

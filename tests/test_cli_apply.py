@@ -151,17 +151,27 @@ def test_jsonl_problems_have_line_numbers(tmp_path: Path) -> None:
             '{"ref": "d", "member_id": "1", "amount": "1", "note": 5}',
             '{"ref": "e", "member_id": "1", "amount": "1", "force": 1}',
             '{"ref": "f", "member": "1", "amount": "1"}',
+            '{"ref": "g", "member_id": "1", "amount": "1", "force": "yes"}',
+            '{"ref": " h", "member_id": 1.5, "amount": "0", "note": 5, "force": "no"}',
         ]
     )
     found = problems(write(tmp_path, "b.jsonl", text))
-    assert [p.split(":")[0] for p in found] == [f"line {n}" for n in range(2, 9)]
+    assert [p.split(":")[0] for p in found] == [f"line {n}" for n in range(2, 11)]
     assert "not valid JSON" in found[0]
     assert found[1] == "line 3: not a JSON object"
     assert found[2] == "line 4: member_id must be text or a whole number, not 1.5"
     assert "NaN is not a number" in found[3]
     assert found[4] == "line 6: note must be text, not '5'"
-    assert found[5] == "line 7: force must be true, false or empty, not '1'"
+    assert found[5] == "line 7: force must be true, false or null, not 1"
     assert "unknown column(s) 'member'; missing column(s) member_id" in found[6]
+    # JSON has its own booleans: the CSV words are not taken.
+    assert found[7] == 'line 9: force must be true, false or null, not "yes"'
+    # Every problem of a line, in column order.
+    assert found[8].startswith("line 10: ref has spaces around it: ' h'; member_id must be ")
+    assert found[8].count(";") == 4
+    assert found[8].endswith(
+        "; note must be text, not '5'; force must be true, false or null, not \"no\""
+    )
 
 
 @pytest.mark.parametrize(

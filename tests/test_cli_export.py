@@ -10,6 +10,7 @@ import asyncio
 import csv
 import io
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -628,6 +629,14 @@ def test_an_interrupted_export_resumes_with_the_same_command(
 
     assert resumed.exit_code == 1  # m2 failed before the interruption
     assert "  m2: ServerError: HTTP 500" in resumed.stderr
+    said = re.search(
+        rf"^resumed from {re.escape(str(state))}: (\d+) credits? of (\d+) members? were saved "
+        "by an earlier run$",
+        resumed.stderr,
+        re.M,
+    )
+    assert said is not None, resumed.stderr
+    assert int(said[1]) > 0
     assert csv_rows(out) == expected_rows(server, [m for m in members if m != "m2"])
     assert sorted(os.listdir(tmp_path)) == ["all.csv"]  # state and partial files are gone
 

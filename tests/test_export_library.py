@@ -4,6 +4,7 @@ random points and resumed until the file is the same bytes as a clean export."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -24,9 +25,11 @@ from inveterate_async import (
     ExportProgress,
     ExportStateError,
     InveterateClient,
+    LedgerPosition,
     StreamAbortedError,
     export_credits,
 )
+from inveterate_async._export.state import Checkpoint, StateFile
 from inveterate_async.testing import Sandbox
 
 from .cli_support import ThreadedSandbox, child_env, output_of, spawned, wait_until
@@ -82,6 +85,82 @@ async def test_csv_export_writes_every_member_in_order_and_reports_it(
     again = await export_credits(client, [*members, "m1"], stream, page_size=5)
     assert stream.getvalue() == data  # a stream gets the same bytes
     assert again.duplicates == 1
+
+
+def state_files(folder: Path) -> list[bytes]:
+    """The bytes of the state file and its write-ahead log, as they are on disk."""
+    return [path.read_bytes() for path in folder.glob("export.state*")]
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_the_state_file_is_private_while_the_export_runs(
+    sandbox: Sandbox, client: InveterateClient, tmp_path: Path
+) -> None:
+    members = seed(sandbox, 6)
+    state = tmp_path / "export.state"
+    modes: set[int] = set()
+
+    def look(progress: ExportProgress) -> None:
+        modes.update(file_mode(p) for p in tmp_path.glob("export.state*"))
+
+    await export_credits(
+        client, members, tmp_path / "out.csv", state=state, page_size=2, on_progress=look
+    )
+    assert modes == {0o600}  # the file and its write-ahead log
+    assert not state.exists()  # deleted once complete
+
+
+async def test_a_cursor_holding_the_key_is_never_written_to_the_state_file(
+    tmp_path: Path,
+) -> None:
+    # A server that echoes the key in its cursors (a misconfigured proxy, say); the export
+    # is stopped inside a member, when a checkpoint would keep that member's cursor.
+    def leaky(member: str, entry: Mapping[str, Any]) -> str:
+        return f"{entry['id']}|{API_KEY}"
+
+    state = tmp_path / "export.state"
+    async with Sandbox(api_key=API_KEY, cursor_factory=leaky) as echoing:
+        echoing.add_credits("m1", [str(n) for n in range(1, 9)])
+        async with InveterateClient(API_KEY, base_url=echoing.base_url) as client:
+            task: asyncio.Task[Any] | None = None
+
+            def stop_inside_the_member(progress: ExportProgress) -> None:
+                if progress.credits >= 2 and task is not None:
+                    task.cancel()
+
+            task = asyncio.ensure_future(
+                export_credits(
+                    client,
+                    ["m1"],
+                    tmp_path / "out.csv",
+                    state=state,
+                    page_size=1,
+                    on_progress=stop_inside_the_member,
+                )
+            )
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    saved = state_files(tmp_path)
+    assert saved  # stopped: the state is kept for a resume...
+    assert not any(API_KEY.encode() in data for data in saved)  # ...without the key
+
+
+def test_a_checkpoint_whose_cursor_holds_the_key_is_refused(tmp_path: Path) -> None:
+    state = StateFile(str(tmp_path / "s.state"), {"out": "x"}, lambda text: API_KEY in text)
+    try:
+        state.start(str(tmp_path / ".x.partial"), Checkpoint())
+        leaky = Checkpoint(head_id="m1", head_position=LedgerPosition.after(f"c|{API_KEY}"))
+        with pytest.raises(ExportStateError) as raised:
+            state.save(leaky)
+        assert raised.value.problem == "cursor_holds_key"
+        assert API_KEY not in str(raised.value)
+        state.save(Checkpoint(head_id="m1", head_position=LedgerPosition.after("c|fine")))
+    finally:
+        state.close()
+    assert API_KEY.encode() not in (tmp_path / "s.state").read_bytes()
 
 
 async def test_jsonl_export_keeps_exact_money_and_lists_failures(

@@ -52,6 +52,20 @@ async def test_every_members_credits_arrive_in_ledger_order(
     assert stream.failures == []
 
 
+async def test_an_id_given_again_is_read_once_in_ledger_order(
+    sandbox: Sandbox, client: InveterateClient
+) -> None:
+    seed(sandbox, 2, 6)
+    got: list[tuple[str, str]] = []
+    stream = client.iter_credits_many(["1", "1", 1, "2", "1"], concurrency=4, page_size=2)
+    async for customer_id, credit in stream:
+        got.append((str(customer_id), str(credit.amount)))
+    member_1 = [amount for member, amount in got if member == "1"]
+    assert member_1 == [f"1.{n:02d}" for n in range(1, 7)]  # once, in order
+    assert len(got) == 12
+    assert stream.members_done == 2
+
+
 async def test_ids_from_an_async_iterable_and_ints(
     sandbox: Sandbox, client: InveterateClient
 ) -> None:
@@ -81,14 +95,14 @@ async def test_concurrency_is_bounded() -> None:
 async def test_ids_are_read_lazily_and_a_slow_consumer_pauses_fetching(
     sandbox: Sandbox, client: InveterateClient
 ) -> None:
-    seed(sandbox, 3, 1)
+    seed(sandbox, 8, 1)
     pulled = 0
 
     def ids() -> Iterator[str]:
         nonlocal pulled
         for n in range(1_000_000):
             pulled += 1
-            yield str(n % 3 + 1)
+            yield str(n + 1)
 
     concurrency = 4
     async with client.iter_credits_many(ids(), concurrency=concurrency) as stream:

@@ -398,7 +398,7 @@ def _all_errors() -> list[InveterateError]:
 
 
 @pytest.mark.parametrize("error", _all_errors(), ids=lambda e: type(e).__name__)
-def test_every_error_pickles_to_an_equal_error(error: InveterateError) -> None:
+def test_every_error_pickles_with_its_type_attributes_and_text(error: InveterateError) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
     assert str(copy) == str(error)
@@ -658,3 +658,24 @@ async def test_float_amounts_are_refused_before_anything_is_sent(sandbox: Sandbo
         with pytest.raises(ValueError, match="Decimal"):
             await client.create_credit("1", 0.1 + 0.2)  # type: ignore[arg-type]
     assert sandbox.requests == []
+
+
+def test_a_cursor_that_holds_the_key_never_shows_in_a_repr() -> None:
+    from inveterate_async import CreditPage, LedgerPosition, MemberError, MemberFailure
+
+    key = "sk_live_0123456789abcdef-SECRET"
+    cursor = f'{{"pk":"member#1","echo":"{key}"}}'
+    error = MemberError("42", ValueError("boom"), cursor)
+    position = LedgerPosition.after(cursor)
+    shown = [
+        error,
+        MemberFailure("42", ValueError("boom"), cursor),
+        position,
+        CreditPage((), cursor),
+    ]
+    for value in shown:
+        assert key not in repr(value), repr(value)
+        assert f"<{len(cursor)} chars" in repr(value)
+    assert error.cursor == cursor  # the attribute still resumes
+    assert position.cursor == cursor
+    assert "cursor='abc'" in repr(LedgerPosition.after("abc"))  # a short one is shown

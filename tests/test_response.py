@@ -220,6 +220,26 @@ def test_html_error_page_gives_a_readable_message() -> None:
     assert info.value.outcome_unknown is False
 
 
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+    + b"<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n"
+    * 6
+)
+
+
+@pytest.mark.parametrize("cut", [len(NGINX_502), 200, 180, 170])
+def test_no_comment_script_or_style_of_an_html_page_reaches_the_message(cut: int) -> None:
+    # A body cut short (a size limit) may end inside a comment or a tag.
+    body = NGINX_502[:cut] if cut < len(NGINX_502) else NGINX_502
+    page = b"<style>h1{color:red}</style><script>var k='x';</script>" + body
+    with pytest.raises(ServerError) as info:
+        read(read_credits_page, GET, Response(502, "Bad Gateway", {}, page))
+    message = info.value.message
+    assert message == "HTTP 502 Bad Gateway: 502 Bad Gateway 502 Bad Gateway nginx"
+
+
 def test_write_5xx_outcome_is_unknown_and_says_so() -> None:
     with pytest.raises(ServerError) as info:
         read(read_credit_result, POST, Response(500, "", {}, b'{"message":"boom","data":{}}'))
@@ -231,6 +251,7 @@ def test_rate_limit_reads_retry_after() -> None:
     with pytest.raises(RateLimitError) as info:
         read(read_credit_result, POST, Response(429, "", {"Retry-After": "3"}, b"{}"))
     assert info.value.retry_after == 3.0
+    assert "retry_after=3.0" in repr(info.value)
 
 
 def test_echoed_key_is_scrubbed_everywhere() -> None:

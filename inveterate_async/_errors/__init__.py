@@ -26,7 +26,8 @@
 
 Errors raised by a request pass through one choke point (``_context``), which fills
 in the request and response they belong to and scrubs the API key out of all of them.
-Every error is one line in ``str()``, and pickles to an equal error.
+Every error is one line in ``str()``, and pickles to an error of the same type with the
+same attributes, ``str()`` and ``repr()``.
 
 The errors of a call are in ``api``, those of the jobs (streams, journals) in ``jobs``;
 this package is where the rest of the SDK imports them from. Bottom layer: it imports

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from multidict import CIMultiDict
 
 from .._exchange import Headers, PreparedRequest, Response, as_headers, request_id
+from .._redact import elided
 
 if TYPE_CHECKING:
     from .._redact import Redactor
@@ -61,7 +62,11 @@ class InveterateError(Exception):
     _cause_field: str | None = None
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
+        # A cursor is elided: a server that echoes the key in its cursors would show it.
+        shown = ((name, getattr(self, name)) for name in self._repr_fields)
+        fields = ", ".join(
+            f"{name}={elided(value) if name == 'cursor' else repr(value)}" for name, value in shown
+        )
         return f"{type(self).__name__}({fields})"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -186,6 +191,8 @@ class NotFoundError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: too many requests. ``retry_after`` is the server's wait in seconds, if given."""
+
+    _repr_fields: tuple[str, ...] = (*APIStatusError._repr_fields, "retry_after")
 
     def __init__(
         self,

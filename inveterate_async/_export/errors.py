@@ -23,6 +23,7 @@ StateProblem = Literal[
     "partial_shorter",
     "ids_changed",
     "write_failed",
+    "cursor_holds_key",
 ]
 
 

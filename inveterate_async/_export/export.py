@@ -57,7 +57,8 @@ async def export_credits(
     :param format: ``"csv"`` (a header line, then one line per credit) or ``"jsonl"``;
         default: ``"jsonl"`` for a ``.jsonl`` or ``.ndjson`` file, else ``"csv"``.
     :param state: the state file that makes the export resumable (created if missing,
-        deleted once the export is complete).
+        mode 0600, deleted once the export is complete; a cursor that holds the API key
+        is never written to it).
     :param overwrite: replace an existing file (once the new export is complete).
     :param concurrency: members read at the same time.
     :param page_size: credits per request (default: the API's).
@@ -86,7 +87,7 @@ async def export_credits(
     header, encode = page_encoder(fmt)
     files = ExportFiles(target, fmt, state_path)
     try:
-        start, sink = files.open(header.encode(), client.base_url)
+        start, sink = files.open(header.encode(), client.base_url, client._reveals_key)
         exporter = OrderedExport(
             sink, encode, start=start, report=files.report, on_progress=on_progress
         )

@@ -3,6 +3,7 @@ and putting them in place when it is complete."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import BinaryIO
 
@@ -31,7 +32,9 @@ class ExportFiles:
     state: StateFile | None = None
     stream: BinaryIO | None = None
 
-    def open(self, header: bytes, base_url: str) -> tuple[Checkpoint, Sink]:
+    def open(
+        self, header: bytes, base_url: str, reveals_key: Callable[[str], bool]
+    ) -> tuple[Checkpoint, Sink]:
         """Open the state file and the output: where to start, and where to write.
 
         :raises ExportStateError: for a state file that cannot be used.
@@ -48,7 +51,7 @@ class ExportFiles:
             self.stream = target.open_new(header)
             return start, Sink(self.stream, name=target.name, seekable=True)
         identity = {"out": target.path, "format": self.fmt, "columns": ",".join(EXPORT_COLUMNS)}
-        self.state = StateFile(self.state_path, {**identity, "api": base_url})
+        self.state = StateFile(self.state_path, {**identity, "api": base_url}, reveals_key)
         saved = self.state.saved
         if saved is None or self.state.complete:
             self.stream = target.open_new(header)
@@ -56,7 +59,7 @@ class ExportFiles:
         else:
             self.stream = target.open_saved(saved.offset, self.state_path)
             self.report.failures = self.state.failures()
-            start = saved
+            start = self.report.resumed_from = saved
         self.report.saved = start
         return start, Sink(self.stream, name=target.name, seekable=True, state=self.state)
 

@@ -52,12 +52,15 @@ class ExportReport:
     :ivar failures: the members that failed, none of whose credits are in the output,
         in the order of the ids (with a state file, those of the runs before too).
     :ivar duplicates: ids skipped because they were given before.
+    :ivar resumed_from: what an earlier run had saved when this one resumed from its state
+        file (None: this run started the export).
     """
 
     credits: int
     members: int
     failures: tuple[ExportFailure, ...]
     duplicates: int = 0
+    resumed_from: ExportCheckpoint | None = None
 
 
 @attrs.define
@@ -70,20 +73,27 @@ class Tally:
     failures: list[ExportFailure] = attrs.field(factory=list)
     #: The last checkpoint saved (with a state file).
     saved: Checkpoint | None = None
+    #: The checkpoint this run resumed from, if it did.
+    resumed_from: Checkpoint | None = None
 
     def progress(self, members: int) -> ExportProgress:
         """The counts as an :class:`ExportProgress`, ``members`` passed."""
-        saved = self.saved
         return ExportProgress(
             members=members,
             credits=self.rows,
             members_written=self.members_done,
             failed=len(self.failures),
-            saved=None
-            if saved is None
-            else ExportCheckpoint(saved.rows, saved.members_done, saved.head_id, saved.head_rows),
+            saved=_public(self.saved),
         )
 
     def report(self, duplicates: int) -> ExportReport:
         """The counts as the :class:`ExportReport` of a complete export."""
-        return ExportReport(self.rows, self.members_done, tuple(self.failures), duplicates)
+        failures = tuple(self.failures)
+        resumed = _public(self.resumed_from)
+        return ExportReport(self.rows, self.members_done, failures, duplicates, resumed)
+
+
+def _public(saved: Checkpoint | None) -> ExportCheckpoint | None:
+    if saved is None:
+        return None
+    return ExportCheckpoint(saved.rows, saved.members_done, saved.head_id, saved.head_rows)

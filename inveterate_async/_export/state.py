@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 
 import attrs
@@ -115,17 +115,26 @@ class StateFile:
     :param path: the state file (created if missing).
     :param identity: what makes an export the same one (output, format, columns, API):
         a saved export with another identity is refused.
+    :param reveals_key: whether a text holds the API key: a checkpoint whose cursor does
+        is refused (``cursor_holds_key``), never written. The file is created mode 0600.
     :raises ExportStateError: if the file is not a state file, is used by another export,
         or belongs to another export.
     """
 
-    def __init__(self, path: str, identity: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        path: str,
+        identity: Mapping[str, str],
+        reveals_key: Callable[[str], bool] = lambda text: False,
+    ) -> None:
         self.path = path
         self._identity = json.dumps(dict(identity), sort_keys=True)
+        self._reveals_key = reveals_key
         try:
+            _create_private(path)
             # timeout=0: a file locked by another run is an error at once, not a wait.
             self._db = sqlite3.connect(path, timeout=0, isolation_level=None)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise _unusable(
                 f"cannot open the state file {path}: {exc}", path, "cannot_open"
             ) from None
@@ -211,7 +220,11 @@ class StateFile:
         self._row = (SCHEMA_VERSION, self._identity, partial_path, 0, *_values(checkpoint))
 
     def save(self, checkpoint: Checkpoint, failures: Sequence[ExportFailure] = ()) -> None:
-        """Record ``checkpoint`` and new ``failures`` in one transaction."""
+        """Record ``checkpoint`` and new ``failures`` in one transaction.
+
+        :raises ExportStateError: ``cursor_holds_key`` (nothing written), ``write_failed``.
+        """
+        self._refuse_key(checkpoint)
         with self._transaction():
             self._db.execute(
                 "UPDATE export SET " + ", ".join(f"{name} = ?" for name in _CHECKPOINT_COLUMNS),
@@ -220,6 +233,17 @@ class StateFile:
             self._db.executemany(
                 "INSERT OR REPLACE INTO failures (idx, member_id, error) VALUES (?, ?, ?)",
                 [(f.index, f.member_id, f.error) for f in failures],
+            )
+
+    def _refuse_key(self, checkpoint: Checkpoint) -> None:
+        cursor = checkpoint.head_position.cursor
+        if cursor is not None and self._reveals_key(cursor):
+            raise _unusable(
+                f"the API sent a cursor that holds the API key (member {checkpoint.head_id}); "
+                f"it is not written to the state file {self.path}: export without a state "
+                "file, or ask the API's operators why its cursors hold the key",
+                self.path,
+                "cursor_holds_key",
             )
 
     def mark_complete(self) -> None:
@@ -253,6 +277,13 @@ class StateFile:
         except sqlite3.Error as exc:
             message = f"cannot write the state file {self.path}: {exc}"
             raise ExportStateError(message, path=self.path, problem="write_failed") from None
+
+
+def _create_private(path: str) -> None:
+    """Create the state file readable by its owner only (SQLite gives its -wal the same
+    mode), unless it exists."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _values(checkpoint: Checkpoint) -> tuple[object, ...]:

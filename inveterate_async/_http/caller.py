@@ -135,6 +135,10 @@ class Caller:
             add_request_context(error, request, response, self._redactor)
             raise
 
+    def reveals_key(self, text: str) -> bool:
+        """Whether ``text`` holds the API key (a server that echoes it, say)."""
+        return self._redactor.reveals(text)
+
     def scrub(self, error: InveterateError) -> None:
         """Scrub the key out of an error raised outside a request."""
         add_request_context(error, None, None, self._redactor)

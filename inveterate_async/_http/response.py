@@ -49,12 +49,24 @@ class _VisibleText(HTMLParser):
             self.parts.append(data)
 
 
+def _complete_markup(text: str) -> str:
+    """``text`` without a comment or tag that a cut left open at its end (the parser
+    would give it back as text: ``< !-- a padding...`` of a cut nginx page)."""
+    comment = text.rfind("<!--")
+    if comment >= 0 and text.find("-->", comment) < 0:
+        text = text[:comment]
+    tag = text.rfind("<")
+    if tag >= 0 and text.find(">", tag) < 0:
+        text = text[:tag]
+    return text
+
+
 def excerpt(body: bytes, limit: int = _EXCERPT_CHARS) -> str:
     """A short, single-spaced text of a body; for HTML, only its visible text."""
     text = body[: limit * 64].decode("utf-8", "replace")
     if "<" in text:
         parser = _VisibleText()
-        parser.feed(text)
+        parser.feed(_complete_markup(text))
         parser.close()
         text = " ".join(parser.parts)
     text = " ".join(text.split())

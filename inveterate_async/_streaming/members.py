@@ -23,7 +23,27 @@ def member_of(item: object) -> Member:
 
 
 def member_source(members: Members) -> NextMember:
-    """One shared, lazy way for the workers to take the next member (None at the end)."""
+    """One shared, lazy way for the workers to take the next member (None at the end).
+
+    An id given again (as text: ``1`` and ``"1"`` are one member) is skipped: two copies
+    read at once would interleave the member's credits. The ids seen are kept, one
+    string each, for the life of the stream.
+    """
+    take = _source(members)
+    seen: set[str] = set()
+
+    async def next_new() -> Member | None:
+        while (member := await take()) is not None:
+            key = str(member[0])
+            if key not in seen:  # no await between the check and the add: one worker wins
+                seen.add(key)
+                return member
+        return None
+
+    return next_new
+
+
+def _source(members: Members) -> NextMember:
     if isinstance(members, (str, bytes)):
         raise ValueError("customer_ids must be an iterable of ids, not a single str")
     if isinstance(members, Mapping):

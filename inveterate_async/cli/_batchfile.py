@@ -11,12 +11,14 @@ import csv
 import decimal
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 from .. import CreditAdjustment
 from ._amounts import parse_amount
+
+T = TypeVar("T")
 
 COLUMNS = ("ref", "member_id", "amount", "note", "force")
 REQUIRED = ("ref", "member_id", "amount")
@@ -107,12 +109,12 @@ class BatchFile:
                     yield number, fields
                     continue
                 try:
-                    yield number, self._adjustment(fields)
+                    yield number, self._adjustment(fields, jsonl)
                 except ValueError as exc:
                     yield number, str(exc)
 
-    def _adjustment(self, fields: Mapping[str, Any]) -> CreditAdjustment:
-        adjustment = _adjustment(fields)
+    def _adjustment(self, fields: Mapping[str, Any], jsonl: bool) -> CreditAdjustment:
+        adjustment = _adjustment(fields, jsonl=jsonl)
         places = self.max_decimal_places
         exponent = adjustment.amount.as_tuple().exponent
         if places is not None and isinstance(exponent, int) and -exponent > places:
@@ -193,18 +195,31 @@ def _column_problem(columns: list[str]) -> str:
     return "; ".join(problems) + f" (columns are: {', '.join(COLUMNS)})"
 
 
-def _adjustment(fields: Mapping[str, Any]) -> CreditAdjustment:
-    amount = parse_amount(_text(fields, "amount"))
-    note = fields.get("note")
+def _adjustment(fields: Mapping[str, Any], *, jsonl: bool) -> CreditAdjustment:
+    """The adjustment of one line; every problem of the line in one ``ValueError``."""
+    problems: list[str] = []
+
+    def checked(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except ValueError as exc:
+            problems.append(str(exc))
+            return None
+
+    ref = checked(lambda: _text(fields, "ref"))
+    member = checked(lambda: _member(fields))
+    amount = checked(lambda: parse_amount(_text(fields, "amount")))
+    note = checked(lambda: _note(fields.get("note")))
+    force = checked(lambda: _force(fields.get("force"), jsonl=jsonl))
+    if problems or ref is None or member is None or amount is None:
+        raise ValueError("; ".join(problems))
+    return CreditAdjustment(ref=ref, customer_id=member, amount=amount, note=note, force=force)
+
+
+def _note(note: Any) -> str | None:
     if note is not None and (not isinstance(note, str) or isinstance(note, _NumberText)):
         raise ValueError(f"note must be text, not {note!r}")
-    return CreditAdjustment(
-        ref=_text(fields, "ref"),
-        customer_id=_member(fields),
-        amount=amount,
-        note=note or None,
-        force=_force(fields.get("force")),
-    )
+    return note or None
 
 
 def _text(fields: Mapping[str, Any], name: str) -> str:
@@ -223,9 +238,12 @@ def _member(fields: Mapping[str, Any]) -> str:
     return _text(fields, "member_id")
 
 
-def _force(value: Any) -> bool | None:
+def _force(value: Any, *, jsonl: bool) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
+    if jsonl:  # JSON has its own true, false and null
+        shown = value if isinstance(value, _NumberText) else json.dumps(value)
+        raise ValueError(f"force must be true, false or null, not {shown}")
     if isinstance(value, str) and not isinstance(value, _NumberText):
         key = value.strip().lower()
         if key in _FORCE:

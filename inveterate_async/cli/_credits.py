@@ -74,6 +74,10 @@ def list_credits(
         if not (type(exc) is CliError or isinstance(exc, Interrupted)) or state.printed == 0:
             raise
         raise type(exc)(f"{exc.message}\n{_resume_hint(settings, member_id, state)}") from None
+    if state.printed == 0 and cursor is None:
+        # An empty ledger (or an unknown member: the API answers both the same) would
+        # otherwise print nothing at all.
+        click.echo(f"no credits for member {member_id}", err=True)
     if state.more is not None:
         click.echo(
             f"stopped after {plural(state.printed, 'credit')} (--max-items); more with: "

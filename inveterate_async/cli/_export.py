@@ -189,6 +189,13 @@ def export_command(
         raise RuntimeError("the export has no report")
     if failed_ids is not None:
         write_failed_ids(failed_ids, report.failures)
+    resumed = report.resumed_from
+    if resumed is not None:
+        click.echo(
+            f"resumed from {state_path}: {plural(resumed.credits, 'credit')} of "
+            f"{plural(resumed.members, 'member')} were saved by an earlier run",
+            err=True,
+        )
     click.echo(
         f"exported {plural(report.credits, 'credit')} of {plural(report.members, 'member')} "
         f"to {job.name} in {seconds:.2f} s",
