@@ -13,7 +13,8 @@ run in order and share one namespace, like cells of a notebook:
   in ``python -m asyncio``), and the name ``client``: an ``InveterateClient()`` made from
   the environment. Complete programs (``asyncio.run(main())``) run as they are.
 - A block that defines ``test_*`` functions is a test file: it is written to a temporary
-  directory and run by pytest in a subprocess, and every test in it must pass.
+  directory and run by pytest in a subprocess, in pytest-asyncio's strict mode (its
+  default) and in auto mode, and every test in it must pass both times.
 - A block that cannot run as shown is preceded by ``<!-- skip: next "why" -->``; the
   reason is required (``tests/test_docs.py`` checks it) and shows in pytest's report.
 """
@@ -54,11 +55,12 @@ _LOOP = "__snippet_loop__"
 PYTEST_INI = textwrap.dedent(
     """\
     [pytest]
-    asyncio_mode = auto
+    asyncio_mode = {mode}
     asyncio_default_fixture_loop_scope = function
     filterwarnings = error
     """
 )
+ASYNCIO_MODES = ("strict", "auto")
 
 
 def test_functions(tree: ast.Module) -> list[str]:
@@ -72,10 +74,16 @@ def test_functions(tree: ast.Module) -> list[str]:
 
 
 def run_as_test_file(example: Example, source: str, tests: list[str]) -> None:
-    """Run ``source`` with pytest in a subprocess; every one of ``tests`` must pass."""
+    """Run ``source`` with pytest in a subprocess, in each of :data:`ASYNCIO_MODES`; every
+    one of ``tests`` must pass."""
+    for mode in ASYNCIO_MODES:
+        _run_tests(example, source, tests, mode)
+
+
+def _run_tests(example: Example, source: str, tests: list[str], mode: str) -> None:
     name = f"{Path(example.path).stem}_line{example.line}"
     with tempfile.TemporaryDirectory() as directory:
-        Path(directory, "pytest.ini").write_text(PYTEST_INI)
+        Path(directory, "pytest.ini").write_text(PYTEST_INI.format(mode=mode))
         path = Path(directory, f"test_{name}.py")
         path.write_text(source)
         # The examples package is imported the way a checkout's tests import it.
@@ -91,7 +99,9 @@ def run_as_test_file(example: Example, source: str, tests: list[str]) -> None:
         )
     report = process.stdout + process.stderr
     if process.returncode != 0 or f"{len(tests)} passed" not in report:
-        raise SybilFailure(example, f"expected {len(tests)} passing tests {tests}:\n{report}")
+        raise SybilFailure(
+            example, f"expected {len(tests)} passing tests {tests} ({mode} mode):\n{report}"
+        )
 
 
 def evaluate_program(example: Example) -> None:

@@ -445,6 +445,8 @@ async def test_timeouts(sandbox: Sandbox) -> None:
                 await client.create_credit("42", "1")
         assert read_info.value.outcome_unknown is False
         assert write_info.value.outcome_unknown is True
+        # The message names the limit that ran out.
+        assert "no answer within the attempt timeout (total 0.05 s)" in str(read_info.value)
         assert len(gets(slow)) == 2
         assert len(posts(slow)) == 1
 

@@ -43,10 +43,12 @@ async def send_with_retries(
         attempt += 1
         started = loop.time()
         try:
-            if ends_at is None:
+            if ends_at is None or deadline is None:
                 response = await transport.send(request)
             else:
-                response = await _within(transport.send(request), ends_at - started, request)
+                response = await _within(
+                    transport.send(request), ends_at - started, request, deadline
+                )
         except APIConnectionError as exc:
             _log(redactor, request, type(exc).__name__, attempt, loop.time() - started)
             timed_out = isinstance(exc, APITimeoutError)
@@ -67,7 +69,7 @@ async def send_with_retries(
             delay = policy.delay(attempt, response.headers)
         if ends_at is not None and loop.time() + delay >= ends_at:
             raise APITimeoutError(
-                f"deadline of {deadline} s reached after {attempt} attempts",
+                f"deadline of {deadline:g} s reached after {attempt} attempts",
                 method=request.method,
                 url=request.display_url,
             )
@@ -75,14 +77,14 @@ async def send_with_retries(
 
 
 async def _within(
-    sending: Awaitable[Response], seconds: float, request: PreparedRequest
+    sending: Awaitable[Response], seconds: float, request: PreparedRequest, deadline: float
 ) -> Response:
     try:
         return await asyncio.wait_for(sending, max(seconds, 0.0))
     except asyncio.TimeoutError:
         # Cut off mid-attempt: a write may have reached the server.
         raise APITimeoutError(
-            "deadline reached during the request",
+            f"deadline of {deadline:g} s reached during the request",
             method=request.method,
             url=request.display_url,
             outcome_unknown=not request.replayable,

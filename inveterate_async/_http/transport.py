@@ -205,7 +205,7 @@ class AiohttpTransport:
             detail = "the client was closed while the request was in flight"
             timed_out = False
         elif timed_out:
-            detail = f"{type(exc).__name__}: request timed out"
+            detail = f"no answer within the attempt timeout ({_limits(self.timeout)})"
         else:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         error_class = APITimeoutError if timed_out else APIConnectionError
@@ -215,3 +215,10 @@ class AiohttpTransport:
             url=request.display_url,
             outcome_unknown=sent and not request.replayable,
         )
+
+
+def _limits(timeout: aiohttp.ClientTimeout) -> str:
+    """The limits of an ``aiohttp.ClientTimeout``, e.g. ``total 30 s``."""
+    names = ("total", "connect", "sock_connect", "sock_read")
+    given = [f"{name} {value:g} s" for name in names if (value := getattr(timeout, name))]
+    return ", ".join(given) or "none"
