@@ -83,8 +83,10 @@ def test_a_block_with_tests_runs_them_in_pytest(tmp_path: Path) -> None:
     passing = python(
         """
 from decimal import Decimal
+import pytest
 from inveterate_async.testing import Sandbox
 
+@pytest.mark.asyncio
 async def test_sandbox_balance():
     async with Sandbox() as sandbox:
         sandbox.add_credits("1", ["1.50"])
@@ -100,6 +102,14 @@ def test_plain():
     assert isinstance(failed, SybilFailure)
     assert "1 failed" in str(failed)
     assert "assert 1 == 2" in str(failed)
+
+
+def test_a_block_with_tests_must_pass_in_pytest_asyncios_strict_mode_too(tmp_path: Path) -> None:
+    # An unmarked async test passes in auto mode only: a reader on the default fails.
+    unmarked = python("async def test_unmarked():\n    assert True")
+    (failed,) = run_page(guides_sybil(), tmp_path / "t.md", unmarked)
+    assert isinstance(failed, SybilFailure)
+    assert "(strict mode)" in str(failed)
 
 
 def test_a_page_gets_its_own_sandbox_environment_and_directory(tmp_path: Path) -> None:
