@@ -22,6 +22,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,23 @@ def test_list_jsonl_when_piped_keeps_exact_amounts(server: ThreadedSandbox) -> N
     assert rows[0]["reason"] == "manual adjustment"
     assert rows[0]["note"] is None
     assert [row["id"] for row in rows] == server.ledger_ids("42")
+
+
+def test_list_and_export_can_write_amounts_as_strings(
+    server: ThreadedSandbox, tmp_path: Path
+) -> None:
+    server.call(server.sandbox.add_credits, "42", ["99999999999999999999.99"])
+    listed = api(server, "credits", "list", "42", "--amounts-as-strings")
+    assert listed.exit_code == 0, listed.stderr
+    assert json.loads(listed.stdout)["amount"] == "99999999999999999999.99"
+    out = tmp_path / "all.jsonl"
+    exported = api(server, "credits", "export", "42", "--out", str(out), "--amounts-as-strings")
+    assert exported.exit_code == 0, exported.stderr
+    assert json.loads(out.read_text())["new_balance"] == "99999999999999999999.99"
+    for words in (["list", "42", "--format", "csv"], ["export", "42", "--out", "x.csv"]):
+        refused = api(server, "credits", *words, "--amounts-as-strings")
+        assert refused.exit_code == 2
+        assert "--amounts-as-strings is for JSON Lines" in refused.stderr
 
 
 def test_list_of_an_empty_ledger_says_so_on_stderr(server: ThreadedSandbox) -> None:

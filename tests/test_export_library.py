@@ -163,6 +163,26 @@ def test_a_checkpoint_whose_cursor_holds_the_key_is_refused(tmp_path: Path) -> N
     assert API_KEY.encode() not in (tmp_path / "s.state").read_bytes()
 
 
+async def test_jsonl_amounts_can_be_written_as_strings(
+    sandbox: Sandbox, client: InveterateClient, tmp_path: Path
+) -> None:
+    sandbox.add_credits("big", ["99999999999999999999.99", "-0.01"])
+    out = tmp_path / "big.jsonl"
+    await export_credits(client, ["big"], out, amounts_as_strings=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # Plain json.loads keeps strings exact; as numbers it would give 1e+20.
+    assert [(r["amount"], r["new_balance"]) for r in rows] == [
+        ("99999999999999999999.99", "99999999999999999999.99"),
+        ("-0.01", "99999999999999999999.98"),
+    ]
+    numbers = tmp_path / "numbers.jsonl"
+    await export_credits(client, ["big"], numbers)
+    assert json.loads(numbers.read_text().splitlines()[0])["amount"] == 1e20
+    with pytest.raises(ValueError, match="for JSON Lines"):
+        await export_credits(client, ["big"], tmp_path / "x.csv", amounts_as_strings=True)
+    assert not (tmp_path / "x.csv").exists()
+
+
 async def test_jsonl_export_keeps_exact_money_and_lists_failures(
     sandbox: Sandbox, client: InveterateClient, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ async def export_credits(
     page_size: int | None = None,
     abort_after: int | None = DEFAULT_ABORT_AFTER,
     on_progress: Callable[[ExportProgress], None] | None = None,
+    amounts_as_strings: bool = False,
 ) -> ExportReport:
     """Export the credit ledgers of many members to one CSV or JSON Lines file.
 
@@ -66,6 +67,9 @@ async def export_credits(
         member would share (the key refused, the API unreachable); None: never.
     :param on_progress: called with an :class:`ExportProgress` after each page and
         member (at once, on the event loop: keep it short).
+    :param amounts_as_strings: in JSON Lines, write ``amount`` and ``new_balance`` as
+        strings (``"99999999999999999999.99"``), for readers whose ``json.loads`` turns
+        such numbers into floats; CSV cells are text already.
     :returns: the credits and members written, and the members that failed.
     :raises ValueError: for a bad argument; nothing is created or sent.
     :raises ExportOutputError: if the file exists (without ``overwrite``), its directory
@@ -76,6 +80,8 @@ async def export_credits(
         ``state``, calling again resumes at the first of them.
     """
     fmt = _format_of(out, format)
+    if amounts_as_strings and fmt != "jsonl":
+        raise ValueError("amounts_as_strings is for JSON Lines (CSV cells are text already)")
     target = OutputTarget(_output(out))
     state_path = _state_path(state, target)
     ids = UniqueIds(member_ids)
@@ -84,8 +90,8 @@ async def export_credits(
         if value is not None:
             _check_positive(name, value)
     target.check(overwrite=overwrite)
-    header, encode = page_encoder(fmt)
-    files = ExportFiles(target, fmt, state_path)
+    header, encode = page_encoder(fmt, amounts_as_strings=amounts_as_strings)
+    files = ExportFiles(target, fmt, state_path, amounts_as_strings)
     try:
         start, sink = files.open(header.encode(), client.base_url, client._reveals_key)
         exporter = OrderedExport(

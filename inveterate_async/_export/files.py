@@ -23,11 +23,13 @@ class ExportFiles:
     :param target: the output.
     :param fmt: ``csv`` or ``jsonl`` (part of what makes a saved export the same one).
     :param state_path: the state file, or None.
+    :param amounts_as_strings: JSON Lines amounts as strings (part of the same too).
     """
 
     target: OutputTarget
     fmt: str
     state_path: str | None
+    amounts_as_strings: bool = False
     report: Tally = attrs.field(factory=Tally)
     state: StateFile | None = None
     stream: BinaryIO | None = None
@@ -51,6 +53,8 @@ class ExportFiles:
             self.stream = target.open_new(header)
             return start, Sink(self.stream, name=target.name, seekable=True)
         identity = {"out": target.path, "format": self.fmt, "columns": ",".join(EXPORT_COLUMNS)}
+        if self.amounts_as_strings:  # only then: the identities of other exports stay
+            identity["amounts"] = "strings"
         self.state = StateFile(self.state_path, {**identity, "api": base_url}, reveals_key)
         saved = self.state.saved
         if saved is None or self.state.complete:

@@ -90,14 +90,26 @@ def cell_text(value: Any) -> str:
     return json_text(value)
 
 
-def jsonl_encoder(columns: Sequence[str]) -> Callable[[Sequence[Row]], str]:
-    """A function turning rows into JSON Lines text, keys in column order."""
+def jsonl_encoder(
+    columns: Sequence[str], *, amounts_as_strings: bool = False
+) -> Callable[[Sequence[Row]], str]:
+    """A function turning rows into JSON Lines text, keys in column order; money as JSON
+    numbers with their exact digits, or as strings (``amounts_as_strings``: for readers
+    whose ``json.loads`` makes ``99999999999999999999.99`` a float)."""
     keys = [json.dumps(name) + ":" for name in columns]
 
     def encode(rows: Sequence[Row]) -> str:
         return "".join(json_line(keys, row) for row in rows)
 
-    return encode
+    def encode_strings(rows: Sequence[Row]) -> str:
+        return "".join(json_line(keys, money_as_text(row)) for row in rows)
+
+    return encode_strings if amounts_as_strings else encode
+
+
+def money_as_text(row: Row) -> Row:
+    """The row with each ``Decimal`` as its exact text (a JSON string once encoded)."""
+    return tuple(str(value) if isinstance(value, Decimal) else value for value in row)
 
 
 def csv_text(rows: Sequence[Row]) -> str:
@@ -150,11 +162,18 @@ def jsonl_page(member_id: str, credits: Sequence[Credit]) -> str:
     return "".join(export_line(member_id, credit) for credit in credits)
 
 
-def page_encoder(fmt: str) -> tuple[str, PageEncoder]:
-    """The header text (empty for JSON Lines) and the page encoder of ``csv`` or ``jsonl``."""
+def jsonl_page_strings(member_id: str, credits: Sequence[Credit]) -> str:
+    """:func:`jsonl_page` with the amounts as JSON strings."""
+    rows = (money_as_text((member_id, *credit_row(credit))) for credit in credits)
+    return "".join(json_line(_EXPORT_KEYS, row) for row in rows)
+
+
+def page_encoder(fmt: str, *, amounts_as_strings: bool = False) -> tuple[str, PageEncoder]:
+    """The header text (empty for JSON Lines) and the page encoder of ``csv`` or ``jsonl``
+    (amounts as JSON strings with ``amounts_as_strings``)."""
     if fmt == "csv":
         return csv_text([EXPORT_COLUMNS]), csv_page
-    return "", jsonl_page
+    return "", jsonl_page_strings if amounts_as_strings else jsonl_page
 
 
 def row_encoder(fmt: str, columns: Sequence[str]) -> tuple[str, Callable[[Sequence[Row]], str]]:

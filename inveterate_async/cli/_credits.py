@@ -39,6 +39,12 @@ def credits_group() -> None:
     type=click.Choice(FORMATS),
     help="Output format [default: table on a terminal, else jsonl].",
 )
+@click.option(
+    "--amounts-as-strings",
+    is_flag=True,
+    help="JSON Lines: write amount and new_balance as strings (for readers whose JSON "
+    "parser turns big numbers into floats).",
+)
 @pass_settings
 def list_credits(
     settings: Settings,
@@ -47,11 +53,15 @@ def list_credits(
     cursor: str | None,
     max_items: int | None,
     fmt: str | None,
+    amounts_as_strings: bool,
 ) -> None:
     """Stream MEMBER_ID's credit ledger, oldest first."""
     require_key(settings)
     stdout_tty = is_terminal(sys.stdout)
-    writer = make_writer(fmt or ("table" if stdout_tty else "jsonl"), None, CREDIT_COLUMNS)
+    fmt = fmt or ("table" if stdout_tty else "jsonl")
+    if amounts_as_strings and fmt != "jsonl":
+        raise UsageFailure("--amounts-as-strings is for JSON Lines output (--format jsonl)")
+    writer = make_writer(fmt, None, CREDIT_COLUMNS, amounts_as_strings=amounts_as_strings)
     state = LedgerState(resume=cursor or None)
 
     async def main() -> None:

@@ -57,6 +57,12 @@ pass_settings = click.make_pass_decorator(Settings)
     help="Row format [default: jsonl for a .jsonl/.ndjson --out, else csv].",
 )
 @click.option(
+    "--amounts-as-strings",
+    is_flag=True,
+    help="JSON Lines: write amount and new_balance as strings (for readers whose JSON "
+    "parser turns big numbers into floats).",
+)
+@click.option(
     "--force", is_flag=True, help="Replace an existing --out file (once the export is complete)."
 )
 @click.option(
@@ -89,6 +95,7 @@ def export_command(
     skip_header: bool,
     out: str,
     fmt: str | None,
+    amounts_as_strings: bool,
     force: bool,
     state_path: str | None,
     failed_ids: str | None,
@@ -108,12 +115,15 @@ def export_command(
         raise UsageFailure("--skip-header is about the first line of --ids-file")
     given_fmt = fmt is not None
     fmt = fmt or ("jsonl" if out.lower().endswith((".jsonl", ".ndjson")) else "csv")
+    if amounts_as_strings and fmt != "jsonl":
+        raise UsageFailure("--amounts-as-strings is for JSON Lines (CSV cells are text already)")
     target = None if out == "-" else OutputTarget(out)
     _check_options(settings, target, state_path, failed_ids)
     words = ["credits", "export", *member_ids]
     words += ["--ids-file", ids_file] if ids_file is not None else []
     words += ["--skip-header"] if skip_header else []
     words += ["--out", out] + (["--format", fmt] if given_fmt else [])
+    words += ["--amounts-as-strings"] if amounts_as_strings else []
     words += ["--force"] if force else []
     words += ["--state", state_path] if state_path is not None else []
     words += ["--failed-ids", failed_ids] if failed_ids is not None else []
@@ -164,6 +174,7 @@ def export_command(
                         concurrency=concurrency,
                         page_size=page_size,
                         on_progress=on_progress,
+                        amounts_as_strings=amounts_as_strings,
                     )
                 except StreamAbortedError as exc:
                     job.aborted = exc

@@ -104,13 +104,19 @@ class RowWriter(ABC):
 
 
 class JsonLinesWriter(RowWriter):
-    """One JSON object per line, keys in column order."""
+    """One JSON object per line, keys in column order (money as strings with
+    ``amounts_as_strings``)."""
 
     def __init__(
-        self, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+        self,
+        stream: TextIO | None,
+        columns: Sequence[str],
+        *,
+        target: str = "stdout",
+        amounts_as_strings: bool = False,
     ) -> None:
         super().__init__(stream, columns, target=target)
-        self._encode = jsonl_encoder(self.columns)
+        self._encode = jsonl_encoder(self.columns, amounts_as_strings=amounts_as_strings)
 
     def write_row(self, row: Row) -> None:
         self._write(self._encode([row]))
@@ -209,9 +215,19 @@ class TableWriter(RowWriter):
 
 
 def make_writer(
-    fmt: str, stream: TextIO | None, columns: Sequence[str], *, target: str = "stdout"
+    fmt: str,
+    stream: TextIO | None,
+    columns: Sequence[str],
+    *,
+    target: str = "stdout",
+    amounts_as_strings: bool = False,
 ) -> RowWriter:
-    """The writer for ``fmt`` (one of :data:`FORMATS`)."""
+    """The writer for ``fmt`` (one of :data:`FORMATS`); ``amounts_as_strings`` only for
+    JSON Lines."""
+    if fmt == "jsonl":
+        return JsonLinesWriter(
+            stream, columns, target=target, amounts_as_strings=amounts_as_strings
+        )
     writers: dict[str, type[RowWriter]] = {
         "jsonl": JsonLinesWriter,
         "csv": CsvWriter,
