@@ -19,11 +19,14 @@ import pstats
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks._workloads import Workload
-from benchmarks.clients import Fetch, Tally, load
+from benchmarks.clients import load
+
+T = TypeVar("T")
 
 
 class GcClock:
@@ -48,15 +51,19 @@ def _rss_kib() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def _timed(fetch: Fetch, base_url: str, workload: Workload) -> tuple[Tally, float, float]:
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    tally = await fetch(base_url, workload)
-    return tally, time.perf_counter() - wall_start, time.process_time() - cpu_start
+def run_measured(
+    make: Callable[[], Awaitable[T]], profile: Sequence[str], entries: int
+) -> tuple[T, dict[str, Any]]:
+    """Run the coroutine ``make()`` once with :func:`asyncio.run`, after a collection, and
+    measure it: wall and CPU time (every thread's), garbage collections, and RSS before
+    it. Under cProfile when ``profile`` names sort keys: the top ``entries`` by each go
+    to stderr."""
 
+    async def timed() -> tuple[T, float, float]:
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        result = await make()
+        return result, time.perf_counter() - wall_start, time.process_time() - cpu_start
 
-def measure(client: str, base_url: str, workload: Workload, profile: bool) -> dict[str, Any]:
-    """Load ``client``, run its fetch phase once and return the measurements."""
-    fetch = load(client)
     gc.collect()
     baseline_kib = _rss_kib()
     profiler = cProfile.Profile() if profile else None
@@ -64,20 +71,36 @@ def measure(client: str, base_url: str, workload: Workload, profile: bool) -> di
     gc.callbacks.append(gc_clock)
     if profiler is not None:
         profiler.enable()
-    tally, wall, cpu = asyncio.run(_timed(fetch, base_url, workload))
+    try:
+        result, wall, cpu = asyncio.run(timed())
+    finally:
+        if profiler is not None:
+            profiler.disable()
+        gc.callbacks.remove(gc_clock)
     if profiler is not None:
-        profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
-    gc.callbacks.remove(gc_clock)
-    return {
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        for key in profile:
+            stats.sort_stats(key).print_stats(entries)
+    return result, {
         "wall_s": wall,
         "cpu_s": cpu,
         "gc_cpu_s": gc_clock.cpu_s,
         "gc_collections": gc_clock.collections,
+        "baseline_rss_kib": baseline_kib,
+    }
+
+
+def measure(client: str, base_url: str, workload: Workload, profile: bool) -> dict[str, Any]:
+    """Load ``client``, run its fetch phase once and return the measurements."""
+    fetch = load(client)
+    tally, measured = run_measured(
+        lambda: fetch(base_url, workload), ["tottime"] if profile else [], 15
+    )
+    return {
+        **measured,
         "count": tally.credits,
         "checksum": str(tally.total),
         "via": tally.via,
-        "baseline_rss_kib": baseline_kib,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 

@@ -7,14 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
 import json
-import pstats
-import sys
-import time
 from pathlib import Path
 
+from benchmarks._child import run_measured
 from benchmarks._export_clients import raw_export, sdk_export
 from benchmarks._workloads import Workload
 
@@ -35,15 +31,9 @@ def main() -> None:
         job = sdk_export(args.base_url, args.workload, args.out, args.state)
     else:
         job = raw_export(args.base_url, args.workload, args.out)
-    profiler = cProfile.Profile() if args.profile else None
-    cpu, wall = time.process_time(), time.perf_counter()
-    if profiler is not None:
-        profiler.enable()
-    asyncio.run(job)
-    if profiler is not None:
-        profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
-    timings = {"job_s": time.perf_counter() - wall, "job_cpu_s": time.process_time() - cpu}
+    sorts = ["tottime"] if args.profile else []
+    _, measured = run_measured(lambda: job, sorts, 20)
+    timings = {"job_s": measured["wall_s"], "job_cpu_s": measured["cpu_s"]}
     print(json.dumps(timings))
 
 

@@ -12,19 +12,13 @@ runs under cProfile (the main thread only) and the top entries go to stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
-import gc
 import importlib
 import json
-import pstats
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._child import GcClock, _rss_kib
+from benchmarks._child import run_measured
 from benchmarks._jobs_loops import Outcome
 from benchmarks._jobs_peak import peak_rss_kib
 from benchmarks._jobs_spec import Job
@@ -49,43 +43,16 @@ def load(name: str) -> Apply:
     return apply
 
 
-async def _timed(
-    apply: Apply, base_url: str, job: Job, csv_path: str, workdir: Path
-) -> tuple[Outcome, float, float]:
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
-    outcome = await apply(base_url, job, csv_path, workdir)
-    return outcome, time.perf_counter() - wall_start, time.process_time() - cpu_start
-
-
 def measure(
     client: str, base_url: str, job: Job, csv_path: str, workdir: Path, profile: bool
 ) -> dict[str, Any]:
     """Load ``client``, run the job once and return the measurements."""
     apply = load(client)
-    gc.collect()
-    baseline_kib = _rss_kib()
-    profiler = cProfile.Profile() if profile else None
-    gc_clock = GcClock()
-    gc.callbacks.append(gc_clock)
-    if profiler is not None:
-        profiler.enable()
-    outcome, wall, cpu = asyncio.run(_timed(apply, base_url, job, csv_path, workdir))
-    if profiler is not None:
-        profiler.disable()
-        stats = pstats.Stats(profiler, stream=sys.stderr)
-        stats.sort_stats("tottime").print_stats(_PROFILE_ENTRIES)
-        stats.sort_stats("cumulative").print_stats(_PROFILE_ENTRIES)
-    gc.callbacks.remove(gc_clock)
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "gc_cpu_s": gc_clock.cpu_s,
-        "gc_collections": gc_clock.collections,
-        "sent": outcome.sent,
-        "via": outcome.via,
-        "baseline_rss_kib": baseline_kib,
-        "peak_rss_kib": peak_rss_kib(),
-    }
+    sorts = ["tottime", "cumulative"] if profile else []
+    outcome, measured = run_measured(
+        lambda: apply(base_url, job, csv_path, workdir), sorts, _PROFILE_ENTRIES
+    )
+    return {**measured, "sent": outcome.sent, "via": outcome.via, "peak_rss_kib": peak_rss_kib()}
 
 
 def main() -> None:
